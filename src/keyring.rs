@@ -1,0 +1,406 @@
+//! The keyring: key management over the shared region and the per-field
+//! encrypt/decrypt both bindings call (SPEC §1, §2).
+//!
+//! Each worker keeps a cache of expanded keys (`FieldKey`) tagged with the
+//! region's generation; a call costs one atomic load to revalidate it. Cached
+//! key schedules are zeroized when the cache is rebuilt or the thread ends.
+
+use core::cell::RefCell;
+use core::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::aead::{check_value, FieldKey};
+use crate::error::{Error, Result};
+use crate::format::{self, KeyBytes, KeyId, Parsed, MARKER, MAX_PLAINTEXT, NONCE_LEN, TAG_LEN};
+use crate::region::{Region, SlotView};
+use crate::rng::{self, WorkerRng};
+
+/// Which format `encrypt` writes (SPEC §1.1, `keyring_write_format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteFormat {
+    /// Authenticated, the default.
+    V2,
+    /// Kong Enterprise's tagless format, for mixed clusters and roll-back.
+    V1,
+}
+
+/// What a call into a caller-sized buffer produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `n` bytes were written to the output buffer.
+    Written(usize),
+    /// The input is the answer (already encrypted, empty, or plaintext on read).
+    Unchanged,
+    /// The output buffer must hold at least this many bytes; nothing was done.
+    NeedSpace(usize),
+}
+
+/// The ring's ids in creation order and the active one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// Every id on the ring.
+    pub ids: Vec<KeyId>,
+    /// The active id, if any.
+    pub active: Option<KeyId>,
+}
+
+struct CachedKey {
+    slot: usize,
+    id: KeyId,
+    field: FieldKey,
+}
+
+#[derive(Default)]
+struct Cache {
+    instance: u64,
+    generation: u64,
+    keys: Vec<CachedKey>,
+    active: Option<usize>,
+    /// Raw `nonce || ciphertext || tag` of the value being processed.
+    scratch: Vec<u8>,
+    /// `header || context` of the value being processed.
+    aad: Vec<u8>,
+}
+
+/// Linear search: rings hold a handful of keys, and comparing short ids beats hashing them.
+fn find_key<'a>(keys: &'a [CachedKey], id: &[u8]) -> Option<&'a CachedKey> {
+    keys.iter().find(|k| k.id.as_bytes() == id)
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+/// A keyring living in one shared region.
+#[derive(Debug)]
+pub struct Keyring {
+    region: Region,
+    write_v1: AtomicBool,
+    accept_legacy: AtomicBool,
+}
+
+static GLOBAL: OnceLock<Keyring> = OnceLock::new();
+
+/// Creates the process-wide keyring (once; later calls return the same one,
+/// which is how it survives `nginx -s reload`). Call before workers fork.
+pub fn init_global() -> Result<&'static Keyring> {
+    if let Some(k) = GLOBAL.get() {
+        return Ok(k);
+    }
+    let ring = Keyring::new(Region::create()?);
+    let ring = GLOBAL.get_or_init(|| ring);
+    Ok(ring)
+}
+
+/// The process-wide keyring, if `init_global` ran in this process or its parent.
+#[inline]
+pub fn global() -> Result<&'static Keyring> {
+    GLOBAL.get().ok_or(Error::NotInitialized)
+}
+
+fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+impl Keyring {
+    /// A keyring over `region`, writing v2 and accepting legacy values.
+    pub fn new(region: Region) -> Self {
+        Keyring { region, write_v1: AtomicBool::new(false), accept_legacy: AtomicBool::new(true) }
+    }
+
+    /// Sets `keyring_write_format` and `keyring_accept_legacy` for this process.
+    pub fn configure(&self, format: WriteFormat, accept_legacy: bool) {
+        self.write_v1.store(format == WriteFormat::V1, Ordering::Relaxed);
+        self.accept_legacy.store(accept_legacy, Ordering::Relaxed);
+    }
+
+    /// The configured write format.
+    pub fn write_format(&self) -> WriteFormat {
+        if self.write_v1.load(Ordering::Relaxed) {
+            WriteFormat::V1
+        } else {
+            WriteFormat::V2
+        }
+    }
+
+    /// The shared region (for locking it in a worker and for tests).
+    pub fn region(&self) -> &Region {
+        &self.region
+    }
+
+    /// Prepares a freshly forked worker: locks the region in RAM and reseeds.
+    pub fn init_worker(&self) -> Result<()> {
+        rng::reseed();
+        self.region.lock_in_memory()
+    }
+
+    fn with_cache<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> Result<T> {
+        CACHE.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            let generation = self.region.generation();
+            let instance = self.region.instance();
+            if cache.generation != generation || cache.instance != instance {
+                self.refresh(&mut cache, instance)?;
+            }
+            Ok(f(&mut cache))
+        })
+    }
+
+    fn refresh(&self, cache: &mut Cache, instance: u64) -> Result<()> {
+        let snapshot = loop {
+            match self.region.snapshot()? {
+                Some(s) => break s,
+                // A writer is mid-change: keep the copy we have, if it is ours.
+                None if cache.instance == instance => return Ok(()),
+                None => std::thread::yield_now(),
+            }
+        };
+        let mut keys = Vec::with_capacity(snapshot.keys.len());
+        for SlotView { slot, id, key, .. } in snapshot.keys {
+            keys.push(CachedKey { slot, id, field: FieldKey::new(&key)? });
+        }
+        cache.keys = keys;
+        cache.active = snapshot.active;
+        cache.generation = snapshot.generation;
+        cache.instance = instance;
+        Ok(())
+    }
+
+    /// Encrypts `plain` for `context` into `out` (SPEC §1.2; v1 when configured).
+    /// Values that already carry a marker, and the empty string, are `Unchanged`.
+    pub fn encrypt_into(&self, plain: &[u8], context: &[u8], out: &mut [u8]) -> Result<Outcome> {
+        if plain.is_empty() || plain.starts_with(MARKER) {
+            return Ok(Outcome::Unchanged);
+        }
+        if plain.len() > MAX_PLAINTEXT {
+            return Err(Error::TooLarge(plain.len(), MAX_PLAINTEXT));
+        }
+        let write_v1 = self.write_v1.load(Ordering::Relaxed);
+        self.with_cache(|cache| {
+            let Some(active) = cache.active else { return Err(Error::NoActiveKey) };
+            let key = &cache.keys[active];
+            let need = if write_v1 { format::v1_len(&key.id, plain.len()) } else { format::v2_len(&key.id, plain.len()) };
+            if out.len() < need {
+                return Ok(Outcome::NeedSpace(need));
+            }
+            let mut nonce = [0u8; NONCE_LEN];
+            rng::fill(&mut nonce);
+            let scratch = &mut cache.scratch;
+            scratch.clear();
+            if write_v1 {
+                scratch.extend_from_slice(plain);
+                key.field.keystream_v1(&nonce, scratch);
+                format::write_v1(&key.id, &nonce, scratch, out);
+            } else {
+                let header_len = format::write_v2_header(&key.id, out);
+                let aad = &mut cache.aad;
+                aad.clear();
+                aad.extend_from_slice(&out[..header_len]);
+                aad.extend_from_slice(context);
+                scratch.extend_from_slice(&nonce);
+                scratch.extend_from_slice(plain);
+                let tag = key.field.seal_v2(&nonce, aad, &mut scratch[NONCE_LEN..])?;
+                scratch.extend_from_slice(&tag);
+                format::write_v2_payload(scratch, &mut out[header_len..need])?;
+            }
+            self.region.count_use(key.slot);
+            Ok(Outcome::Written(need))
+        })?
+    }
+
+    /// Decrypts a marked value for `context` into `out`; plaintext comes back
+    /// `Unchanged` unless `keyring_accept_legacy` is off (SPEC §1.1–1.3).
+    pub fn decrypt_into(&self, value: &[u8], context: &[u8], out: &mut [u8]) -> Result<Outcome> {
+        let accept_legacy = self.accept_legacy.load(Ordering::Relaxed);
+        match format::parse(value)? {
+            Parsed::Plain if value.is_empty() || accept_legacy => Ok(Outcome::Unchanged),
+            Parsed::Plain => Err(Error::LegacyRefused("unencrypted value")),
+            Parsed::V1 { .. } if !accept_legacy => Err(Error::LegacyRefused("legacy v1 value")),
+            Parsed::V1 { id, nonce, ciphertext_hex } => {
+                let n = ciphertext_hex.len() / 2;
+                if out.len() < n {
+                    return Ok(Outcome::NeedSpace(n));
+                }
+                self.with_cache(|cache| {
+                    let key = find_key(&cache.keys, id).ok_or_else(|| unavailable(id))?;
+                    format::read_v1_ciphertext(ciphertext_hex, &mut out[..n])?;
+                    key.field.keystream_v1(&nonce, &mut out[..n]);
+                    Ok(Outcome::Written(n))
+                })?
+            }
+            Parsed::V2 { header, id, payload } => self.with_cache(|cache| {
+                let key = find_key(&cache.keys, id).ok_or_else(|| unavailable(id))?;
+                let scratch = &mut cache.scratch;
+                scratch.resize(payload.len(), 0);
+                let raw_len = format::read_v2_payload(payload, scratch)?;
+                let n = raw_len - NONCE_LEN - TAG_LEN;
+                if out.len() < n {
+                    return Ok(Outcome::NeedSpace(n));
+                }
+                let (nonce, rest) = scratch[..raw_len].split_at_mut(NONCE_LEN);
+                let (body, tag) = rest.split_at_mut(n);
+                let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().map_err(|_| Error::Malformed("truncated v2 value"))?;
+                let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Error::Malformed("truncated v2 value"))?;
+                let aad = &mut cache.aad;
+                aad.clear();
+                aad.extend_from_slice(header);
+                aad.extend_from_slice(context);
+                key.field.open_v2(&nonce, aad, body, &tag)?;
+                out[..n].copy_from_slice(body);
+                zeroize::Zeroize::zeroize(&mut body[..]);
+                Ok(Outcome::Written(n))
+            })?,
+        }
+    }
+
+    /// `encrypt_into` with an exactly sized buffer; `None` means unchanged.
+    pub fn encrypt(&self, plain: &[u8], context: &[u8]) -> Result<Option<Vec<u8>>> {
+        grow_until_done(|out| self.encrypt_into(plain, context, out), 0)
+    }
+
+    /// `decrypt_into` with an exactly sized buffer; `None` means unchanged.
+    pub fn decrypt(&self, value: &[u8], context: &[u8]) -> Result<Option<Vec<u8>>> {
+        grow_until_done(|out| self.decrypt_into(value, context, out), value.len())
+    }
+
+    /// Adds a key (not activated). `Ok(false)` when the same id already holds
+    /// the same bytes; another key under that id is a conflict (SPEC §1.3).
+    pub fn add(&self, id: &KeyId, key: &KeyBytes) -> Result<bool> {
+        let guard = self.region.write()?;
+        if let Some(slot) = guard.find(id) {
+            let existing = guard.read(slot).ok_or_else(|| Error::KeyConflict(id.to_string()))?;
+            return if existing.key.same_as(key) { Ok(false) } else { Err(Error::KeyConflict(id.to_string())) };
+        }
+        guard.insert(id, key, now())?;
+        Ok(true)
+    }
+
+    /// Generates and adds a key with a fresh id; it is not activated.
+    pub fn generate(&self) -> Result<(KeyId, KeyBytes)> {
+        let key = KeyBytes::generate(&mut WorkerRng);
+        let guard = self.region.write()?;
+        let id = loop {
+            let id = KeyId::generate(&mut WorkerRng);
+            if guard.find(&id).is_none() {
+                break id;
+            }
+        };
+        guard.insert(&id, &key, now())?;
+        Ok((id, key))
+    }
+
+    /// Makes `id` the key used for writes.
+    pub fn activate(&self, id: &KeyId) -> Result<()> {
+        let guard = self.region.write()?;
+        let slot = guard.find(id).ok_or_else(|| Error::KeyNotFound(id.to_string()))?;
+        guard.set_active(Some(slot));
+        Ok(())
+    }
+
+    /// Removes `id` and zeroes its slot. `Ok(false)` when it was not there.
+    pub fn remove(&self, id: &KeyId) -> Result<bool> {
+        let guard = self.region.write()?;
+        let Some(slot) = guard.find(id) else { return Ok(false) };
+        if guard.active() == Some(slot) {
+            return Err(Error::RemoveActive);
+        }
+        guard.clear(slot);
+        Ok(true)
+    }
+
+    /// Adds every key and activates `active`, all or nothing: nothing is
+    /// changed when any id conflicts or the ring has no room.
+    pub fn add_all(&self, keys: &[(KeyId, KeyBytes)], active: Option<&KeyId>) -> Result<()> {
+        let guard = self.region.write()?;
+        let mut new = 0;
+        for (id, key) in keys {
+            match guard.find(id).and_then(|s| guard.read(s)) {
+                Some(existing) if !existing.key.same_as(key) => return Err(Error::KeyConflict(id.to_string())),
+                Some(_) => {}
+                None => new += 1,
+            }
+        }
+        if let Some(a) = active {
+            if guard.find(a).is_none() && !keys.iter().any(|(id, _)| id == a) {
+                return Err(Error::KeyNotFound(a.to_string()));
+            }
+        }
+        if new > guard.free_slots() {
+            return Err(Error::RingFull(crate::region::SLOTS));
+        }
+        for (id, key) in keys {
+            if guard.find(id).is_none() {
+                guard.insert(id, key, now())?;
+            }
+        }
+        if let Some(a) = active {
+            guard.set_active(guard.find(a));
+        }
+        Ok(())
+    }
+
+    fn snapshot_now(&self) -> Result<crate::region::Snapshot> {
+        loop {
+            if let Some(s) = self.region.snapshot()? {
+                return Ok(s);
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// Ids in creation order and the active id.
+    pub fn list(&self) -> Result<Listing> {
+        let snap = self.snapshot_now()?;
+        let active = snap.active.map(|i| snap.keys[i].id.clone());
+        let mut keys = snap.keys;
+        keys.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        Ok(Listing { ids: keys.into_iter().map(|k| k.id.clone()).collect(), active })
+    }
+
+    /// Encryptions counted per key since it was added to this node's region.
+    pub fn usage(&self) -> Result<Vec<(KeyId, u64)>> {
+        let snap = self.snapshot_now()?;
+        Ok(snap.keys.iter().map(|k| (k.id.clone(), self.region.uses(k.slot))).collect())
+    }
+
+    /// Copies of the keys named (all keys when `ids` is `None`), for wrapping.
+    pub fn material(&self, ids: Option<&[KeyId]>) -> Result<Vec<(KeyId, KeyBytes)>> {
+        let snap = self.snapshot_now()?;
+        if let Some(ids) = ids {
+            if let Some(missing) = ids.iter().find(|id| !snap.keys.iter().any(|k| &k.id == *id)) {
+                return Err(Error::KeyNotFound(missing.to_string()));
+            }
+        }
+        Ok(snap
+            .keys
+            .into_iter()
+            .filter(|k| ids.is_none_or(|ids| ids.contains(&k.id)))
+            .map(|k| (k.id.clone(), k.key.clone()))
+            .collect())
+    }
+
+    /// The key check value of `id` (SPEC §6).
+    pub fn check_value(&self, id: &KeyId) -> Result<String> {
+        let keys = self.material(Some(core::slice::from_ref(id)))?;
+        Ok(check_value(&keys[0].1))
+    }
+}
+
+fn unavailable(id: &[u8]) -> Error {
+    Error::KeyUnavailable(String::from_utf8_lossy(id).into_owned())
+}
+
+fn grow_until_done(mut call: impl FnMut(&mut [u8]) -> Result<Outcome>, first: usize) -> Result<Option<Vec<u8>>> {
+    let mut out = vec![0u8; first];
+    loop {
+        match call(&mut out)? {
+            Outcome::Written(n) => {
+                out.truncate(n);
+                return Ok(Some(out));
+            }
+            Outcome::Unchanged => return Ok(None),
+            Outcome::NeedSpace(n) => out.resize(n, 0),
+        }
+    }
+}

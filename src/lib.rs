@@ -1,0 +1,21 @@
+//! kong-keyring: field-level encryption keyring for Kong Gateway and OpenResty.
+//!
+//! The layers, bottom up (DESIGN.md):
+//! - Rust core, no Lua and no IO: [`format`], [`aead`], [`region`],
+//!   [`keyring`], [`wrap`], [`blob`], [`rng`].
+//! - Binding: `lua` (mlua, `require "kong.keyring.native"`) and `ffi`
+//!   (the `extern "C"` per-field hot path called through LuaJIT FFI).
+
+pub mod aead;
+pub mod blob;
+pub mod error;
+pub mod format;
+pub mod keyring;
+pub mod region;
+pub mod rng;
+pub mod wrap;
+
+pub mod ffi;
+pub mod lua;
+
+pub use error::{Error, Result};
