@@ -6,7 +6,7 @@
 //!
 //! This module only parses and renders; the cipher work is in `aead.rs`.
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use rand_core::Rng;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
@@ -159,7 +159,10 @@ pub fn parse(value: &[u8]) -> Result<Parsed<'_>> {
         // The id ends at the first '-'; base64url may contain '-' later on.
         let dash = rest.iter().position(|&b| b == b'-').ok_or(Error::Malformed("missing key id"))?;
         let id = &rest[..dash];
-        KeyId::new(id).map_err(|_| Error::Malformed("bad key id"))?;
+        // The id is validated only when no cached key matches it (hot path).
+        if id.is_empty() {
+            return Err(Error::Malformed("missing key id"));
+        }
         let payload = &rest[dash + 1..];
         if payload.len() < b64_len(NONCE_LEN + TAG_LEN) {
             return Err(Error::Malformed("truncated v2 value"));
@@ -210,12 +213,19 @@ pub fn write_v2_header(id: &KeyId, out: &mut [u8]) -> usize {
 
 /// Writes the base64url payload after the header; `out` is exactly sized by `v2_len`.
 pub fn write_v2_payload(raw: &[u8], out: &mut [u8]) -> Result<usize> {
-    URL_SAFE_NO_PAD.encode_slice(raw, out).map_err(|_| Error::Malformed("output buffer too small"))
+    let need = b64_len(raw.len());
+    if out.len() < need {
+        return Err(Error::Malformed("output buffer too small"));
+    }
+    Ok(base64_simd::URL_SAFE_NO_PAD.encode(raw, base64_simd::Out::from_slice(&mut out[..need])).len())
 }
 
 /// Decodes a v2 payload into `out` (at least `payload.len() * 3 / 4` bytes).
 pub fn read_v2_payload(payload: &[u8], out: &mut [u8]) -> Result<usize> {
-    let n = URL_SAFE_NO_PAD.decode_slice(payload, out).map_err(|_| Error::Malformed("bad base64url in v2 value"))?;
+    let n = base64_simd::URL_SAFE_NO_PAD
+        .decode(payload, base64_simd::Out::from_slice(out))
+        .map_err(|_| Error::Malformed("bad base64url in v2 value"))?
+        .len();
     if n < NONCE_LEN + TAG_LEN {
         return Err(Error::Malformed("truncated v2 value"));
     }

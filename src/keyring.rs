@@ -231,14 +231,15 @@ impl Keyring {
             }
             Parsed::V2 { header, id, payload } => self.with_cache(|cache| {
                 let key = find_key(&cache.keys, id).ok_or_else(|| unavailable(id))?;
-                let scratch = &mut cache.scratch;
-                scratch.resize(payload.len(), 0);
-                let raw_len = format::read_v2_payload(payload, scratch)?;
-                let n = raw_len - NONCE_LEN - TAG_LEN;
-                if out.len() < n {
-                    return Ok(Outcome::NeedSpace(n));
+                // Work in `out`: decode nonce || ciphertext || tag, open in place,
+                // then move the plaintext to the front. No plaintext copy elsewhere.
+                let raw_max = payload.len() * 3 / 4 + 3;
+                if out.len() < raw_max {
+                    return Ok(Outcome::NeedSpace(raw_max));
                 }
-                let (nonce, rest) = scratch[..raw_len].split_at_mut(NONCE_LEN);
+                let raw_len = format::read_v2_payload(payload, &mut out[..raw_max])?;
+                let n = raw_len - NONCE_LEN - TAG_LEN;
+                let (nonce, rest) = out[..raw_len].split_at_mut(NONCE_LEN);
                 let (body, tag) = rest.split_at_mut(n);
                 let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().map_err(|_| Error::Malformed("truncated v2 value"))?;
                 let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Error::Malformed("truncated v2 value"))?;
@@ -247,8 +248,7 @@ impl Keyring {
                 aad.extend_from_slice(header);
                 aad.extend_from_slice(context);
                 key.field.open_v2(&nonce, aad, body, &tag)?;
-                out[..n].copy_from_slice(body);
-                zeroize::Zeroize::zeroize(&mut body[..]);
+                out.copy_within(NONCE_LEN..NONCE_LEN + n, 0);
                 Ok(Outcome::Written(n))
             })?,
         }
@@ -261,7 +261,7 @@ impl Keyring {
 
     /// `decrypt_into` with an exactly sized buffer; `None` means unchanged.
     pub fn decrypt(&self, value: &[u8], context: &[u8]) -> Result<Option<Vec<u8>>> {
-        grow_until_done(|out| self.decrypt_into(value, context, out), value.len())
+        grow_until_done(|out| self.decrypt_into(value, context, out), value.len() + 3)
     }
 
     /// Adds a key (not activated). `Ok(false)` when the same id already holds
@@ -387,8 +387,12 @@ impl Keyring {
     }
 }
 
+/// A value naming no key on the ring: malformed if the id itself is invalid.
 fn unavailable(id: &[u8]) -> Error {
-    Error::KeyUnavailable(String::from_utf8_lossy(id).into_owned())
+    match KeyId::new(id) {
+        Ok(id) => Error::KeyUnavailable(id.to_string()),
+        Err(_) => Error::Malformed("bad key id"),
+    }
 }
 
 fn grow_until_done(mut call: impl FnMut(&mut [u8]) -> Result<Outcome>, first: usize) -> Result<Option<Vec<u8>>> {
