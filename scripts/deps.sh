@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs what `make` needs on a fresh Debian 12 machine (ENVIRONMENT.md §1).
+# Never installs the upstream `luajit` packages: they would remove nginx's lua module.
+set -euo pipefail
+
+PKGS=(luajit2 libluajit2-5.1-dev lua-busted luarocks nginx libnginx-mod-http-ndk
+      libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson lua-sql-postgres
+      lua-luaossl postgresql-15 postgresql-client-15 pkg-config curl openssl)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
