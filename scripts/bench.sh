@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# make bench: machine, date and commit, then the field-encryption table and the
+# worker-propagation figure, all measured in this run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cpu"
+echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo none)"
+echo
+luajit bench/field.lua
+echo
+luajit bench/propagation.lua
