@@ -57,6 +57,7 @@ run_busted() {
 }
 
 run_cargo
+run_busted package spec/00-package
 run_busted unit spec/01-unit
 run_busted nginx spec/02-nginx
 run_busted leaks spec/99-leaks
