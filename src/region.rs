@@ -5,7 +5,7 @@
 //! dumps (`MADV_DONTDUMP`, inherited by children) and each worker `mlock`s it
 //! (locks do not survive fork).
 //!
-//! Layout: a header (magic, layout version, instance id, generation, active
+//! Layout: a header (magic, layout version, generation, active
 //! slot, a robust process-shared mutex) and fixed key slots. All slot fields are
 //! atomics, so concurrent readers never race in the Rust memory model.
 //!
@@ -42,8 +42,6 @@ const WRITING: u64 = 2;
 struct Header {
     magic: AtomicU64,
     layout: AtomicU64,
-    /// Random per mapping: tells worker caches which region they describe.
-    instance: AtomicU64,
     /// Even when stable, odd while a writer is between its two bumps.
     generation: AtomicU64,
     /// Active slot index + 1; 0 when no key is active.
@@ -97,6 +95,9 @@ pub struct Snapshot {
 pub struct Region {
     ptr: NonNull<Layout>,
     len: usize,
+    /// Random per mapping, inherited by forked workers: tells worker caches
+    /// which region they describe (tests map several in one process).
+    instance: u64,
 }
 
 // SAFETY: every field of the mapping is an atomic or the process-shared mutex,
@@ -207,16 +208,15 @@ impl Region {
             return Err(os_error("mmap"));
         }
         let ptr = NonNull::new(addr.cast::<Layout>()).ok_or_else(|| os_error("mmap"))?;
-        let region = Region { ptr, len };
+        let mut instance = [0u8; 8];
+        crate::rng::fill(&mut instance);
+        let region = Region { ptr, len, instance: u64::from_le_bytes(instance) };
         // SAFETY: `addr`/`len` describe the mapping created above.
         if unsafe { libc::madvise(addr, len, libc::MADV_DONTDUMP) } != 0 {
             return Err(os_error("madvise(MADV_DONTDUMP)"));
         }
         region.init_lock()?;
         let h = region.header();
-        let mut instance = [0u8; 8];
-        crate::rng::fill(&mut instance);
-        h.instance.store(u64::from_le_bytes(instance), Ordering::Relaxed);
         h.layout.store(LAYOUT_VERSION, Ordering::Relaxed);
         h.magic.store(MAGIC, Ordering::Release);
         fork_epoch();
@@ -269,7 +269,7 @@ impl Region {
 
     /// Identifies this mapping among others in one process (tests make several).
     pub fn instance(&self) -> u64 {
-        self.header().instance.load(Ordering::Relaxed)
+        self.instance
     }
 
     /// The generation, one atomic load: what worker caches revalidate against.
