@@ -47,6 +47,7 @@ unsafe fn input<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
 
 /// # Safety
 /// The pointers follow the module-level contract.
+#[allow(clippy::too_many_arguments, reason = "mirrors the C signature of kk_encrypt / kk_decrypt")]
 unsafe fn call(
     f: FieldFn,
     inp: *const u8,

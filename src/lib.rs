@@ -6,6 +6,8 @@
 //! - Binding: `lua` (mlua, `require "kong.keyring.native"`) and `ffi`
 //!   (the `extern "C"` per-field hot path called through LuaJIT FFI).
 
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests"))]
+
 pub mod aead;
 pub mod blob;
 pub mod error;
