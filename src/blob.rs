@@ -149,7 +149,10 @@ pub fn open_recovery_row(row: &[u8], private: &PrivateKey) -> Result<KeyBytes> {
     let key = if let Some(body) = row.strip_prefix(RECOVERY_V2) {
         private.unwrap(&decode(body)?)?
     } else if let Some(body) = row.strip_prefix(RECOVERY_V1) {
-        private.unwrap_pkcs1v15(&decode(body)?)?
+        // Implicit rejection: a wrong private key gives random bytes, not an
+        // error; callers that know the key's check value must compare it.
+        let key = private.unwrap_pkcs1v15(&decode(body)?)?;
+        return KeyBytes::from_slice(&key).map_err(|_| Error::Rsa("RSA PKCS#1 v1.5 unwrap failed (wrong private key?)".into()));
     } else {
         return Err(Error::Blob("recovery row", "expected a $ker$2$ or $ker$1$ value".into()));
     };

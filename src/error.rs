@@ -50,6 +50,10 @@ pub enum Error {
     /// An RSA key that cannot be used, or an RSA operation that failed.
     #[error("{0}")]
     Rsa(String),
+    /// Key material that does not match the check value it must have (a
+    /// recovery row opened with the wrong private key, SPEC §6).
+    #[error("recovered key '{0}' does not match its check value (wrong private key?)")]
+    CheckValue(String),
     /// An export blob or recovery row that cannot be decoded.
     #[error("invalid {0}: {1}")]
     Blob(&'static str, String),

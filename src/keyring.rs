@@ -8,7 +8,6 @@
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::aead::{check_value, FieldKey};
 use crate::error::{Error, Result};
@@ -97,10 +96,6 @@ pub fn init_global() -> Result<&'static Keyring> {
 #[inline]
 pub fn global() -> Result<&'static Keyring> {
     GLOBAL.get().ok_or(Error::NotInitialized)
-}
-
-fn now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 impl Keyring {
@@ -272,7 +267,7 @@ impl Keyring {
             let existing = guard.read(slot).ok_or_else(|| Error::KeyConflict(id.to_string()))?;
             return if existing.key.same_as(key) { Ok(false) } else { Err(Error::KeyConflict(id.to_string())) };
         }
-        guard.insert(id, key, now())?;
+        guard.insert(id, key)?;
         Ok(true)
     }
 
@@ -286,7 +281,7 @@ impl Keyring {
                 break id;
             }
         };
-        guard.insert(&id, &key, now())?;
+        guard.insert(&id, &key)?;
         Ok((id, key))
     }
 
@@ -331,7 +326,7 @@ impl Keyring {
         }
         for (id, key) in keys {
             if guard.find(id).is_none() {
-                guard.insert(id, key, now())?;
+                guard.insert(id, key)?;
             }
         }
         if let Some(a) = active {
@@ -354,7 +349,7 @@ impl Keyring {
         let snap = self.snapshot_now()?;
         let active = snap.active.map(|i| snap.keys[i].id.clone());
         let mut keys = snap.keys;
-        keys.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        keys.sort_by_key(|k| k.seq);
         Ok(Listing { ids: keys.into_iter().map(|k| k.id.clone()).collect(), active })
     }
 

@@ -2,8 +2,10 @@
 //! mapping only; the work is in the core.
 //!
 //! Every function returns its result, or `nil, err` for an expected failure.
-//! Wrong argument types raise (mlua's "bad argument" errors). Panics are caught
-//! and become `nil, "internal error ..."`, so a bug never kills a worker.
+//! Wrong argument types raise: `encrypt`/`decrypt` with the same text as the
+//! Lua API (`bad 'value' argument: string expected, got number`), the others
+//! with mlua's "bad argument" errors. Panics are caught and become
+//! `nil, "internal error ..."`, so a bug never kills a worker.
 //! Bytes travel as Lua strings (`as_bytes`/`create_string`), never as UTF-8.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -16,9 +18,24 @@ use crate::format::{KeyBytes, KeyId};
 use crate::keyring::{global, init_global, Keyring, Listing, WriteFormat};
 use crate::wrap::{PrivateKey, PublicKey};
 
-type Out = crate::Result<LuaMultiValue>;
+/// Why a call did not return values.
+enum Failure {
+    /// An expected failure: `nil, message`.
+    Expected(Error),
+    /// A programmer error (wrong argument type): raised as a Lua error.
+    Raise(String),
+}
 
-/// Registers `f` so that `Err` becomes `nil, message` and a panic cannot escape.
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Expected(e)
+    }
+}
+
+type Out = Result<LuaMultiValue, Failure>;
+
+/// Registers `f` so that failures become `nil, message` (or a raised error
+/// for wrong argument types) and a panic cannot escape.
 fn expose<A, F>(lua: &Lua, f: F) -> LuaResult<LuaFunction>
 where
     A: FromLuaMulti,
@@ -26,21 +43,33 @@ where
 {
     lua.create_function(move |lua, args: A| match catch_unwind(AssertUnwindSafe(|| f(lua, args))) {
         Ok(Ok(values)) => Ok(values),
-        Ok(Err(e)) => (LuaNil, e.to_string()).into_lua_multi(lua),
+        Ok(Err(Failure::Expected(e))) => (LuaNil, e.to_string()).into_lua_multi(lua),
+        Ok(Err(Failure::Raise(message))) => Err(LuaError::runtime(message)),
         Err(_) => (LuaNil, "internal error in kong.keyring (panic caught)").into_lua_multi(lua),
     })
 }
 
-fn lua_err(e: LuaError) -> Error {
-    Error::Os("lua", e.to_string())
+fn lua_err(e: LuaError) -> Failure {
+    Failure::Expected(Error::Os("lua", e.to_string()))
+}
+
+/// A string argument, or a raised error naming it and the type received.
+fn string_arg(name: &str, value: &LuaValue, optional: bool) -> Result<Option<LuaString>, Failure> {
+    match value {
+        LuaValue::String(s) => Ok(Some(s.clone())),
+        LuaValue::Nil if optional => Ok(None),
+        // LuaJIT has one number type; mlua reports integral ones as "integer"
+        LuaValue::Integer(_) => Err(Failure::Raise(format!("bad '{name}' argument: string expected, got number"))),
+        other => Err(Failure::Raise(format!("bad '{name}' argument: string expected, got {}", other.type_name()))),
+    }
 }
 
 fn ret(lua: &Lua, values: impl IntoLuaMulti) -> Out {
     values.into_lua_multi(lua).map_err(lua_err)
 }
 
-fn key_id(s: &LuaString) -> crate::Result<KeyId> {
-    KeyId::new(&s.as_bytes())
+fn key_id(s: &LuaString) -> Result<KeyId, Failure> {
+    Ok(KeyId::new(&s.as_bytes())?)
 }
 
 fn listing_table(lua: &Lua, listing: &Listing) -> LuaResult<LuaTable> {
@@ -50,8 +79,8 @@ fn listing_table(lua: &Lua, listing: &Listing) -> LuaResult<LuaTable> {
     Ok(t)
 }
 
-fn ring() -> crate::Result<&'static Keyring> {
-    global()
+fn ring() -> Result<&'static Keyring, Failure> {
+    Ok(global()?)
 }
 
 fn init(lua: &Lua, opts: Option<LuaTable>) -> Out {
@@ -61,7 +90,7 @@ fn init(lua: &Lua, opts: Option<LuaTable>) -> Out {
             None => {}
             Some(s) if &*s.as_bytes() == b"v2" => format = WriteFormat::V2,
             Some(s) if &*s.as_bytes() == b"v1" => format = WriteFormat::V1,
-            Some(_) => return Err(Error::Blob("option", "write_format must be 'v1' or 'v2'".into())),
+            Some(_) => return Err(Error::Blob("option", "write_format must be 'v1' or 'v2'".into()).into()),
         }
         if let Some(b) = opts.get::<Option<bool>>("accept_legacy").map_err(lua_err)? {
             accept_legacy = b;
@@ -76,23 +105,26 @@ fn init_worker(lua: &Lua, _: ()) -> Out {
     ret(lua, true)
 }
 
-fn field(lua: &Lua, result: crate::Result<Option<Vec<u8>>>, input: LuaString) -> Out {
-    match result? {
+type FieldOp = fn(&Keyring, &[u8], &[u8]) -> crate::Result<Option<Vec<u8>>>;
+
+/// encrypt / decrypt through mlua: nil stays nil, the input comes back when
+/// the core leaves it unchanged.
+fn field(lua: &Lua, op: FieldOp, value: LuaValue, context: LuaValue) -> Out {
+    let Some(value) = string_arg("value", &value, true)? else { return ret(lua, LuaNil) };
+    let context = string_arg("context", &context, true)?;
+    let ctx = context.as_ref().map(|c| c.as_bytes().to_vec()).unwrap_or_default();
+    match op(ring()?, &value.as_bytes(), &ctx)? {
         Some(bytes) => ret(lua, lua.create_string(bytes).map_err(lua_err)?),
-        None => ret(lua, input),
+        None => ret(lua, value),
     }
 }
 
-fn encrypt(lua: &Lua, (value, context): (LuaString, Option<LuaString>)) -> Out {
-    let ctx = context.as_ref().map(|c| c.as_bytes().to_vec()).unwrap_or_default();
-    let result = ring()?.encrypt(&value.as_bytes(), &ctx);
-    field(lua, result, value)
+fn encrypt(lua: &Lua, (value, context): (LuaValue, LuaValue)) -> Out {
+    field(lua, Keyring::encrypt, value, context)
 }
 
-fn decrypt(lua: &Lua, (value, context): (LuaString, Option<LuaString>)) -> Out {
-    let ctx = context.as_ref().map(|c| c.as_bytes().to_vec()).unwrap_or_default();
-    let result = ring()?.decrypt(&value.as_bytes(), &ctx);
-    field(lua, result, value)
+fn decrypt(lua: &Lua, (value, context): (LuaValue, LuaValue)) -> Out {
+    field(lua, Keyring::decrypt, value, context)
 }
 
 fn generate(lua: &Lua, _: ()) -> Out {
@@ -142,10 +174,15 @@ fn recovery_row(lua: &Lua, (id, public_pem): (LuaString, LuaString)) -> Out {
     ret(lua, (row, public.fingerprint()?))
 }
 
-fn recover(lua: &Lua, (id, row, private_pem): (LuaString, LuaString, LuaString)) -> Out {
+fn recover(lua: &Lua, (id, row, private_pem, check): (LuaString, LuaString, LuaString, Option<LuaString>)) -> Out {
     let id = key_id(&id)?;
     let private = PrivateKey::parse(&private_pem.as_bytes())?;
     let key = blob::open_recovery_row(&row.as_bytes(), &private)?;
+    if let Some(check) = check {
+        if !crate::aead::check_value(&key).as_bytes().eq_ignore_ascii_case(&check.as_bytes()) {
+            return Err(Error::CheckValue(id.to_string()).into());
+        }
+    }
     ring()?.add(&id, &key)?;
     ret(lua, true)
 }

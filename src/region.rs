@@ -46,6 +46,8 @@ struct Header {
     generation: AtomicU64,
     /// Active slot index + 1; 0 when no key is active.
     active: AtomicU64,
+    /// Next value of `Slot::seq`: gives keys their order of addition.
+    next_seq: AtomicU64,
     lock: UnsafeCell<libc::pthread_mutex_t>,
 }
 
@@ -53,7 +55,8 @@ struct Header {
 struct Slot {
     state: AtomicU64,
     id_len: AtomicU64,
-    created: AtomicU64,
+    /// Order of addition on this region (1, 2, ...).
+    seq: AtomicU64,
     /// Encryptions with this key; counted outside the lock.
     uses: AtomicU64,
     id: [AtomicU64; ID_WORDS],
@@ -75,8 +78,8 @@ pub struct SlotView {
     pub id: KeyId,
     /// The key material (zeroized on drop).
     pub key: KeyBytes,
-    /// Unix seconds when the key was added.
-    pub created: u64,
+    /// Order of addition: larger was added later.
+    pub seq: u64,
 }
 
 /// One consistent read of every live slot.
@@ -167,7 +170,7 @@ impl Slot {
         let mut key = [0u8; KEY_LEN];
         load_bytes(&self.key, &mut key);
         let view = match (KeyId::new(&id[..len]), KeyBytes::from_slice(&key)) {
-            (Ok(id), Ok(key)) => Some(SlotView { slot, id, key, created: self.created.load(Ordering::Relaxed) }),
+            (Ok(id), Ok(key)) => Some(SlotView { slot, id, key, seq: self.seq.load(Ordering::Relaxed) }),
             _ => None,
         };
         zeroize::Zeroize::zeroize(&mut key);
@@ -179,7 +182,7 @@ impl Slot {
         store_bytes(&self.key, &[]);
         store_bytes(&self.id, &[]);
         self.id_len.store(0, Ordering::Relaxed);
-        self.created.store(0, Ordering::Relaxed);
+        self.seq.store(0, Ordering::Relaxed);
         self.uses.store(0, Ordering::Relaxed);
         self.state.store(EMPTY, Ordering::Relaxed);
     }
@@ -420,7 +423,7 @@ impl WriteGuard<'_> {
     }
 
     /// Stores a new key; the slot becomes visible only once complete.
-    pub fn insert(&self, id: &KeyId, key: &KeyBytes, created: u64) -> Result<usize> {
+    pub fn insert(&self, id: &KeyId, key: &KeyBytes) -> Result<usize> {
         let (index, slot) = self
             .slots()
             .iter()
@@ -431,7 +434,8 @@ impl WriteGuard<'_> {
         store_bytes(&slot.id, id.as_bytes());
         slot.id_len.store(id.as_bytes().len() as u64, Ordering::Relaxed);
         store_bytes(&slot.key, key.as_bytes());
-        slot.created.store(created, Ordering::Relaxed);
+        let seq = self.region.header().next_seq.fetch_add(1, Ordering::Relaxed) + 1;
+        slot.seq.store(seq, Ordering::Relaxed);
         slot.uses.store(0, Ordering::Relaxed);
         slot.state.store(ALIVE, Ordering::Relaxed);
         Ok(index)
@@ -482,7 +486,7 @@ mod tests {
     fn writes_are_seen_by_snapshots_and_bump_the_generation() {
         let r = Region::create().unwrap();
         let g0 = r.generation();
-        let slot = r.write().unwrap().insert(&id("a1"), &KeyBytes::from_slice(&[1; 32]).unwrap(), 5).unwrap();
+        let slot = r.write().unwrap().insert(&id("a1"), &KeyBytes::from_slice(&[1; 32]).unwrap()).unwrap();
         assert_eq!(r.generation(), g0 + 2);
         let snap = r.snapshot().unwrap().unwrap();
         assert_eq!(snap.keys.len(), 1);
@@ -496,7 +500,7 @@ mod tests {
     fn a_live_writer_makes_snapshots_wait_and_a_cleared_slot_is_zero() {
         let r = Region::create().unwrap();
         let g = r.write().unwrap();
-        let slot = g.insert(&id("max255"), &KeyBytes::from_slice(&[9; 32]).unwrap(), 1).unwrap();
+        let slot = g.insert(&id("max255"), &KeyBytes::from_slice(&[9; 32]).unwrap()).unwrap();
         std::thread::scope(|s| {
             s.spawn(|| assert!(r.snapshot().unwrap().is_none()));
         });
@@ -509,7 +513,7 @@ mod tests {
     #[test]
     fn a_writer_killed_holding_the_lock_does_not_wedge_the_region() {
         let r = Region::create().unwrap();
-        r.write().unwrap().insert(&id("keep"), &KeyBytes::from_slice(&[2; 32]).unwrap(), 1).unwrap();
+        r.write().unwrap().insert(&id("keep"), &KeyBytes::from_slice(&[2; 32]).unwrap()).unwrap();
         // Everything the child needs is allocated before fork (other test threads may hold malloc's lock).
         let (half, key) = (id("half"), KeyBytes::from_slice(&[3; 32]).unwrap());
         // SAFETY: the child only takes the lock, half-writes a slot and waits to be killed.
@@ -517,7 +521,7 @@ mod tests {
         assert!(pid >= 0);
         if pid == 0 {
             let g = r.write().unwrap();
-            let s = g.insert(&half, &key, 1).unwrap();
+            let s = g.insert(&half, &key).unwrap();
             g.slots()[s].state.store(WRITING, Ordering::Relaxed);
             core::mem::forget(g);
             loop {

@@ -63,29 +63,39 @@ local function check_optional_string(name, value, level)
 end
 
 
+local function grow(need)
+  while buf_size < need do
+    buf_size = buf_size * 2
+  end
+  buf = ffi_new("char[?]", buf_size)
+end
+
+
+-- No loop and no tail call to ffi.string here: either would abort the JIT
+-- trace of the caller's loop (LuaJIT: "leaving loop in root trace").
 local function field_call(fn, value, context)
-  while true do
+  out_len[0] = buf_size
+  err_len[0] = ERR_SIZE
+  local rc = fn(value, #value, context, #context, buf, out_len, err_buf, err_len)
+  if rc == KK_AGAIN then
+    -- only the first value larger than the buffer gets here
+    grow(tonumber(out_len[0]))
     out_len[0] = buf_size
     err_len[0] = ERR_SIZE
-    local rc = fn(value, #value, context, #context, buf, out_len, err_buf, err_len)
-    if rc == KK_OK then
-      return ffi_string(buf, out_len[0])
-    end
-
-    if rc == KK_UNCHANGED then
-      return value
-    end
-
-    if rc ~= KK_AGAIN then
-      return nil, ffi_string(err_buf, err_len[0])
-    end
-
-    local need = tonumber(out_len[0])
-    while buf_size < need do
-      buf_size = buf_size * 2
-    end
-    buf = ffi_new("char[?]", buf_size)
+    rc = fn(value, #value, context, #context, buf, out_len, err_buf, err_len)
   end
+
+  if rc == KK_OK then
+    local result = ffi_string(buf, out_len[0])
+    return result
+  end
+
+  if rc == KK_UNCHANGED then
+    return value
+  end
+
+  local err = ffi_string(err_buf, err_len[0])
+  return nil, err
 end
 
 
@@ -247,12 +257,16 @@ end
 
 ---
 -- Opens a `$ker$2$` or `$ker$1$` recovery value and adds the key as `id`.
+-- With `check_value` (the key's `check_value()`, e.g. from `keyring_meta.kcv`)
+-- a key that does not match is refused: RSA PKCS#1 v1.5 (`$ker$1$`) cannot
+-- always tell a wrong private key from the right one.
 -- @return true, or nil and an error string
-function _M.recover(id, row, private_pem)
+function _M.recover(id, row, private_pem, check_value)
   check_string("id", id, 2)
   check_string("row", row, 2)
   check_string("private_pem", private_pem, 2)
-  return native.recover(id, row, private_pem)
+  check_optional_string("check_value", check_value, 2)
+  return native.recover(id, row, private_pem, check_value)
 end
 
 
