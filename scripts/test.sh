@@ -36,7 +36,7 @@ count_tap() {
 
 run_cargo() {
   echo "== cargo test"
-  cargo test --no-default-features 2>&1 | tee "$TMP/cargo.log" | grep -E '^(test |test result|failures|---- )' || true
+  cargo test --no-default-features --no-fail-fast 2>&1 | tee "$TMP/cargo.log" | grep -E '^(test |test result|failures|---- )' || true
   local rc=${PIPESTATUS[0]}
   count_cargo "$TMP/cargo.log"
   if [ "$rc" -ne 0 ] && ! grep -q '^test result' "$TMP/cargo.log"; then

@@ -62,6 +62,10 @@ fn b64(what: &'static str, text: &str) -> Result<Zeroizing<Vec<u8>>> {
     STANDARD.decode(text).map(Zeroizing::new).map_err(|_| Error::Base64(what))
 }
 
+fn pkcs1v15_failed() -> Error {
+    Error::Rsa("RSA PKCS#1 v1.5 unwrap failed (wrong private key?)".into())
+}
+
 /// Builds an export blob of `keys` for `public` (v2, or EE's v1 in v1 mode).
 pub fn export(keys: &[(KeyId, KeyBytes)], active: Option<&KeyId>, public: &PublicKey, format: WriteFormat) -> Result<String> {
     let encoded: Vec<(&KeyId, Zeroizing<String>)> = keys.iter().map(|(id, k)| (id, k.to_base64())).collect();
@@ -112,7 +116,9 @@ pub fn import(blob: &[u8], private: &PrivateKey) -> Result<Imported> {
             open(&raw_gcm(&one_time)?, &nonce, EXPORT_AAD, &mut data, &tag)?;
         }
         None | Some(1) => {
-            let one_time = KeyBytes::from_slice(&private.unwrap_pkcs1v15(&wrapped)?)?;
+            // Implicit rejection: a wrong private key yields random bytes, which
+            // the JSON check below refuses; a wrong length already tells.
+            let one_time = KeyBytes::from_slice(&private.unwrap_pkcs1v15(&wrapped)?).map_err(|_| pkcs1v15_failed())?;
             gcm_keystream(&raw_cipher(&one_time)?, &nonce, &mut data);
         }
         Some(v) => return Err(Error::Blob("export blob", format!("unknown version {v}"))),
@@ -152,7 +158,7 @@ pub fn open_recovery_row(row: &[u8], private: &PrivateKey) -> Result<KeyBytes> {
         // Implicit rejection: a wrong private key gives random bytes, not an
         // error; callers that know the key's check value must compare it.
         let key = private.unwrap_pkcs1v15(&decode(body)?)?;
-        return KeyBytes::from_slice(&key).map_err(|_| Error::Rsa("RSA PKCS#1 v1.5 unwrap failed (wrong private key?)".into()));
+        return KeyBytes::from_slice(&key).map_err(|_| pkcs1v15_failed());
     } else {
         return Err(Error::Blob("recovery row", "expected a $ker$2$ or $ker$1$ value".into()));
     };

@@ -307,12 +307,19 @@ impl Keyring {
     /// Adds every key and activates `active`, all or nothing: nothing is
     /// changed when any id conflicts or the ring has no room.
     pub fn add_all(&self, keys: &[(KeyId, KeyBytes)], active: Option<&KeyId>) -> Result<()> {
+        // One id twice in the batch must carry the same bytes, like an id on the ring.
+        for (i, (id, key)) in keys.iter().enumerate() {
+            if keys[..i].iter().any(|(other, k)| other == id && !k.same_as(key)) {
+                return Err(Error::KeyConflict(id.to_string()));
+            }
+        }
         let guard = self.region.write()?;
         let mut new = 0;
-        for (id, key) in keys {
+        for (i, (id, key)) in keys.iter().enumerate() {
             match guard.find(id).and_then(|s| guard.read(s)) {
                 Some(existing) if !existing.key.same_as(key) => return Err(Error::KeyConflict(id.to_string())),
                 Some(_) => {}
+                None if keys[..i].iter().any(|(other, _)| other == id) => {}
                 None => new += 1,
             }
         }
