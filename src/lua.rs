@@ -191,6 +191,11 @@ fn public_key_id(lua: &Lua, public_pem: LuaString) -> Out {
     ret(lua, PublicKey::parse(&public_pem.as_bytes())?.fingerprint()?)
 }
 
+/// The `recovery_key_id` of a private key's public half (validates the key).
+fn private_key_id(lua: &Lua, private_pem: LuaString) -> Out {
+    ret(lua, PrivateKey::parse(&private_pem.as_bytes())?.public().fingerprint()?)
+}
+
 fn usage(lua: &Lua, _: ()) -> Out {
     let t = lua.create_table().map_err(lua_err)?;
     for (id, n) in ring()?.usage()? {
@@ -246,6 +251,7 @@ pub fn kong_keyring_native(lua: &Lua) -> LuaResult<LuaTable> {
     m.set("recovery_row", expose(lua, recovery_row)?)?;
     m.set("recover", expose(lua, recover)?)?;
     m.set("public_key_id", expose(lua, public_key_id)?)?;
+    m.set("private_key_id", expose(lua, private_key_id)?)?;
     m.set("usage", expose(lua, usage)?)?;
     m.set("check_value", expose(lua, check_value)?)?;
     m.set("region", expose(lua, region)?)?;

@@ -277,6 +277,13 @@ function _M.public_key_id(public_pem)
 end
 
 
+--- @return hex SHA-256 of the DER of the private key's public half, or nil and an error string
+function _M.private_key_id(private_pem)
+  check_string("private_pem", private_pem, 2)
+  return native.private_key_id(private_pem)
+end
+
+
 --- @return `{ [id] = encryptions counted on this node }`, or nil and an error string
 function _M.usage()
   return native.usage()
