@@ -73,7 +73,16 @@ end
 
 -- No loop and no tail call to ffi.string here: either would abort the JIT
 -- trace of the caller's loop (LuaJIT: "leaving loop in root trace").
+-- Called as a tail call from the public functions, so argument errors at
+-- level 2 point at their caller.
 local function field_call(fn, value, context)
+  if value == nil then
+    return nil
+  end
+  check_string("value", value, 2)
+  check_optional_string("context", context, 2)
+  context = context or ""
+
   out_len[0] = buf_size
   err_len[0] = ERR_SIZE
   local rc = fn(value, #value, context, #context, buf, out_len, err_buf, err_len)
@@ -140,12 +149,7 @@ end
 -- carry a `$ke$` marker are returned unchanged.
 -- @return the encrypted value, or nil and an error string
 function _M.encrypt(value, context)
-  if value == nil then
-    return nil
-  end
-  check_string("value", value, 2)
-  check_optional_string("context", context, 2)
-  return field_call(kk_encrypt, value, context or "")
+  return field_call(kk_encrypt, value, context)
 end
 
 
@@ -154,12 +158,7 @@ end
 -- `accept_legacy` is off). The context must be the one used to encrypt.
 -- @return the plaintext, or nil and an error string
 function _M.decrypt(value, context)
-  if value == nil then
-    return nil
-  end
-  check_string("value", value, 2)
-  check_optional_string("context", context, 2)
-  return field_call(kk_decrypt, value, context or "")
+  return field_call(kk_decrypt, value, context)
 end
 
 
