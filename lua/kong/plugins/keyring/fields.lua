@@ -1,0 +1,204 @@
+-- Which fields of a Kong schema are encrypted, and walking them (SPEC §8).
+--
+-- A plan lists the `encrypted = true` fields of a schema: for entities,
+-- top-level strings and arrays/sets of strings; for plugin (and vault)
+-- `config` records, fields at any depth of records and arrays of records.
+-- Fields that are `unique`, the `endpoint_key` or part of `cache_key` are left
+-- alone (random ciphertext would break lookups) and reported to `warn`.
+
+local type = type
+local next = next
+local ipairs = ipairs
+local concat = table.concat
+
+
+local _M = {}
+
+
+local STRING_LISTS = { array = true, set = true }
+
+
+-- Kong keeps fields as an array of one-entry tables: { { name = def }, ... }
+local function each_field(fields)
+  local i = 0
+  return function()
+    i = i + 1
+    local entry = fields[i]
+    if entry then
+      local name, def = next(entry)
+      return name, def
+    end
+  end
+end
+
+
+local function is_lookup_field(schema, name, def)
+  if def.unique or schema.endpoint_key == name then
+    return true
+  end
+  for _, key in ipairs(schema.cache_key or {}) do
+    if key == name then
+      return true
+    end
+  end
+  return false
+end
+
+
+local function leaf_kind(def)
+  if def.type == "string" then
+    return "string"
+  end
+  if STRING_LISTS[def.type] and def.elements and def.elements.type == "string" then
+    return "strings"
+  end
+end
+
+
+local function record_plan(fields, path, warn)
+  local plan = {}
+  for name, def in each_field(fields or {}) do
+    local here = path .. "." .. name
+    if def.encrypted then
+      local kind = leaf_kind(def)
+      if kind then
+        plan[#plan + 1] = { name = name, kind = kind }
+      else
+        warn(here .. " is marked encrypted but is not a string or an array of strings; left as is")
+      end
+
+    elseif def.type == "record" then
+      local sub = record_plan(def.fields, here, warn)
+      if #sub > 0 then
+        plan[#plan + 1] = { name = name, kind = "record", plan = sub }
+      end
+
+    elseif STRING_LISTS[def.type] and def.elements and def.elements.type == "record" then
+      local sub = record_plan(def.elements.fields, here .. "[]", warn)
+      if #sub > 0 then
+        plan[#plan + 1] = { name = name, kind = "records", plan = sub }
+      end
+    end
+  end
+  return plan
+end
+
+
+--- Plan for an entity schema (top-level fields only, as Kong marks them).
+-- @return the plan (possibly empty)
+function _M.entity_plan(schema, warn)
+  local plan = {}
+  for name, def in each_field(schema.fields) do
+    if def.encrypted then
+      local where = schema.name .. "." .. name
+      local kind = leaf_kind(def)
+      if is_lookup_field(schema, name, def) then
+        warn(where .. " is unique, the endpoint key or part of the cache key; not encrypted")
+      elseif kind then
+        plan[#plan + 1] = { name = name, kind = kind }
+      else
+        warn(where .. " is marked encrypted but is not a string or an array of strings; left as is")
+      end
+    end
+  end
+  return plan
+end
+
+
+--- Plan for a plugin's or vault's `config` record, at any depth.
+-- @return the plan (possibly empty)
+function _M.config_plan(subschema, name, warn)
+  for field, def in each_field(subschema.fields or {}) do
+    if field == "config" and def.type == "record" then
+      return record_plan(def.fields, name .. ".config", warn)
+    end
+  end
+  return {}
+end
+
+
+local function copy(t)
+  local c = {}
+  for k, v in next, t do
+    c[k] = v
+  end
+  return c
+end
+
+
+local apply
+
+
+local function apply_strings(list, fn, path)
+  local out = copy(list)
+  for i, v in ipairs(list) do
+    if type(v) == "string" then
+      local res, err = fn(v, path)
+      if err then
+        return nil, err
+      end
+      out[i] = res
+    end
+  end
+  return out
+end
+
+
+--- Copies `tbl` with `fn(value, path)` applied to every planned string.
+-- `fn` returns the new value, or nil and an error (the walk stops there).
+-- Values that are absent, null (ngx.null) or not of the planned type are kept.
+-- @return the new table, or nil and an error
+function apply(plan, tbl, fn, path)
+  local out = copy(tbl)
+  for _, node in ipairs(plan) do
+    local name = node.name
+    local v = tbl[name]
+    local here = path and (path .. "." .. name) or name
+    local res, err
+
+    if node.kind == "string" and type(v) == "string" then
+      res, err = fn(v, here)
+    elseif node.kind == "strings" and type(v) == "table" then
+      res, err = apply_strings(v, fn, here)
+    elseif node.kind == "record" and type(v) == "table" then
+      res, err = apply(node.plan, v, fn, here)
+    elseif node.kind == "records" and type(v) == "table" then
+      res = copy(v)
+      for i, item in ipairs(v) do
+        if type(item) == "table" then
+          res[i], err = apply(node.plan, item, fn, here .. "[" .. i .. "]")
+          if err then
+            break
+          end
+        end
+      end
+    else
+      res = v
+    end
+
+    if err then
+      return nil, err
+    end
+    out[name] = res
+  end
+  return out
+end
+_M.apply = apply
+
+
+--- Field paths of a plan, for log lines ("password", "config.redis.password").
+function _M.describe(plan, prefix)
+  local names = {}
+  for _, node in ipairs(plan) do
+    local here = prefix and (prefix .. "." .. node.name) or node.name
+    if node.plan then
+      names[#names + 1] = _M.describe(node.plan, node.kind == "records" and here .. "[]" or here)
+    else
+      names[#names + 1] = here
+    end
+  end
+  return concat(names, ", ")
+end
+
+
+return _M
