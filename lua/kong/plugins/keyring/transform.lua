@@ -1,0 +1,120 @@
+-- The whole-entity transformations the plugin appends to Kong schemas
+-- (KONG-INTEGRATION §1.5, SPEC §1.2, §1.3, §8).
+--
+-- No `input`/`needs`: Kong then passes the whole entity on every write, so a
+-- PATCH that does not mention an encrypted field still re-encrypts it (the
+-- read-before-write gave us its plaintext). on_write is idempotent (marked
+-- values are kept, after checking they belong to this row); on_read decrypts
+-- only marked values, so plaintext and data-plane rows pass through.
+
+local keyring = require "kong.keyring"
+local fields = require "kong.plugins.keyring.fields"
+
+
+local type = type
+local ipairs = ipairs
+local tostring = tostring
+local concat = table.concat
+local fmt = string.format
+
+
+local MARKER = "$ke$"
+
+
+local _M = {}
+
+
+--- `<table>:<primary key>` (SPEC §1.2); composite keys joined with ",".
+function _M.context(schema, entity)
+  local pk = schema.primary_key or { "id" }
+  if #pk == 1 then
+    return schema.name .. ":" .. tostring(entity[pk[1]])
+  end
+  local parts = {}
+  for i, name in ipairs(pk) do
+    parts[i] = tostring(entity[name])
+  end
+  return schema.name .. ":" .. concat(parts, ",")
+end
+
+
+local function marked(v)
+  return v:sub(1, #MARKER) == MARKER
+end
+
+
+local function encryptor(context)
+  return function(v, path)
+    if v == "" then
+      return v
+    end
+    if marked(v) then
+      -- never store a value copied from another row, or under a key this
+      -- node cannot check: it must open under this row's context
+      local _, err = keyring.decrypt(v, context)
+      if err then
+        return nil, fmt("%s: encrypted value cannot be stored in this row (%s)", path, err)
+      end
+      return v
+    end
+    return keyring.encrypt(v, context)
+  end
+end
+
+
+local function decryptor(context)
+  return function(v)
+    if not marked(v) then
+      return v
+    end
+    return keyring.decrypt(v, context)
+  end
+end
+
+
+--- on_write for an entity schema with a non-empty plan.
+-- @return the changed fields, or nil and an error
+function _M.encrypt_entity(schema, plan, entity)
+  if type(entity) ~= "table" then
+    return entity
+  end
+  return fields.apply(plan, entity, encryptor(_M.context(schema, entity)))
+end
+
+
+--- on_read for an entity schema with a non-empty plan.
+-- @return the entity with plaintext, or nil and an error
+function _M.decrypt_entity(schema, plan, entity)
+  if type(entity) ~= "table" then
+    return entity
+  end
+  return fields.apply(plan, entity, decryptor(_M.context(schema, entity)))
+end
+
+
+local function config_call(schema, plan, entity, make)
+  if type(entity) ~= "table" or type(entity.config) ~= "table" then
+    return entity
+  end
+  local config, err = fields.apply(plan, entity.config, make(_M.context(schema, entity)), "config")
+  if not config then
+    return nil, err
+  end
+  return { config = config }
+end
+
+
+--- on_write for a plugin (or vault) row: walks `config` with the plan of the
+-- row's subschema. @return `{ config = ... }`, or nil and an error
+function _M.encrypt_config(schema, plan, entity)
+  return config_call(schema, plan, entity, encryptor)
+end
+
+
+--- on_read for a plugin (or vault) row. @return `{ config = ... }`, or nil and an error
+function _M.decrypt_config(schema, plan, entity)
+  return config_call(schema, plan, entity, decryptor)
+end
+
+
+return _M
