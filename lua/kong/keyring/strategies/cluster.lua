@@ -1,0 +1,164 @@
+-- Cluster strategy, node-local half (SPEC §5, §6): what this node records in
+-- the database when its ring changes, and the first-key bootstrap.
+--
+-- `keyring_meta` lists every id of the cluster with its state and key check
+-- value; `keyring_keys` holds recovery rows when a recovery public key is set.
+-- Key delivery between nodes (cluster_events, keyring_nodes) builds on this.
+
+local keyring = require "kong.keyring"
+
+
+local fmt = string.format
+local ipairs = ipairs
+local assert = assert
+local tonumber = tonumber
+local tostring = tostring
+local setmetatable = setmetatable
+
+
+local _M = {}
+local mt = { __index = _M }
+
+
+function _M.new(conf, db)
+  return setmetatable({ conf = conf, db = db }, mt)
+end
+
+
+function _M:query(sql)
+  local res, err = self.db.connector:query(sql)
+  if not res then
+    return nil, "keyring database error: " .. tostring(err)
+  end
+  return res
+end
+
+
+function _M:lit(v)
+  return self.db.connector:escape_literal(v)
+end
+
+
+--- Records a key added on this node: its meta row (alive) and recovery row.
+function _M:added(id)
+  local kcv, err = keyring.check_value(id)
+  if not kcv then
+    return nil, err
+  end
+  local ok
+  ok, err = self:query(fmt([[
+    INSERT INTO keyring_meta (id, state, kcv) VALUES (%s, 'alive', %s)
+    ON CONFLICT (id) DO UPDATE SET kcv = EXCLUDED.kcv, updated_at = CURRENT_TIMESTAMP(0);
+  ]], self:lit(id), self:lit(kcv)))
+  if not ok then
+    return nil, err
+  end
+  return self:backup(id)
+end
+
+
+--- Writes the recovery row of `id` when a recovery public key is configured.
+function _M:backup(id)
+  local public = self.conf.keyring_recovery_public_key
+  if not public then
+    return true
+  end
+  local row, recovery_key_id = keyring.recovery_row(id, public)
+  if not row then
+    return nil, recovery_key_id
+  end
+  return self:query(fmt([[
+    INSERT INTO keyring_keys (id, key_encrypted, recovery_key_id) VALUES (%s, %s, %s)
+    ON CONFLICT (id) DO UPDATE SET key_encrypted = EXCLUDED.key_encrypted,
+      recovery_key_id = EXCLUDED.recovery_key_id, updated_at = CURRENT_TIMESTAMP(0);
+  ]], self:lit(id), self:lit(row), self:lit(recovery_key_id)))
+end
+
+
+--- Marks `id` active and every other id alive, in one transaction.
+function _M:activated(id)
+  local kcv, err = keyring.check_value(id)
+  if not kcv then
+    return nil, err
+  end
+  return self:query(fmt([[
+    BEGIN;
+    UPDATE keyring_meta SET state = 'alive', updated_at = CURRENT_TIMESTAMP(0)
+      WHERE state = 'active' AND id <> %s;
+    INSERT INTO keyring_meta (id, state, kcv) VALUES (%s, 'active', %s)
+      ON CONFLICT (id) DO UPDATE SET state = 'active', kcv = EXCLUDED.kcv, updated_at = CURRENT_TIMESTAMP(0);
+    COMMIT;
+  ]], self:lit(id), self:lit(id), self:lit(kcv)))
+end
+
+
+--- Forgets `id` in the database (its meta and recovery rows).
+function _M:removed(id)
+  return self:query(fmt("DELETE FROM keyring_meta WHERE id = %s; DELETE FROM keyring_keys WHERE id = %s;",
+                        self:lit(id), self:lit(id)))
+end
+
+
+--- Records an imported set of keys and its active id.
+function _M:imported(ids, active)
+  for _, id in ipairs(ids) do
+    local ok, err = self:added(id)
+    if not ok then
+      return nil, err
+    end
+  end
+  if active then
+    return self:activated(active)
+  end
+  return true
+end
+
+
+--- First start of a cluster: when `keyring_meta` is empty, one node generates
+-- and activates the first key. The insert succeeds for one node only (the
+-- unique index on the active row), so racing nodes never both win and never
+-- fail: the loser drops its key and waits for the winner's.
+-- @return "bootstrapped", "exists" or nil and an error
+function _M:bootstrap()
+  local ring, err = keyring.keys()
+  if not ring then
+    return nil, err
+  end
+  if #ring.ids > 0 then
+    return "exists"
+  end
+  local rows
+  rows, err = self:query("SELECT count(*) AS n FROM keyring_meta;")
+  if not rows then
+    return nil, err
+  end
+  if tonumber(rows[1] and rows[1].n or 0) > 0 then
+    return "exists"
+  end
+
+  local id
+  id, err = keyring.generate()
+  if not id then
+    return nil, err
+  end
+  local kcv = assert(keyring.check_value(id))
+  rows, err = self:query(fmt([[
+    INSERT INTO keyring_meta (id, state, kcv)
+      SELECT %s, 'active', %s WHERE NOT EXISTS (SELECT 1 FROM keyring_meta)
+      ON CONFLICT DO NOTHING RETURNING id;
+  ]], self:lit(id), self:lit(kcv)))
+  if not rows or #rows == 0 then
+    keyring.remove(id)
+    return rows and "exists" or nil, err
+  end
+  assert(keyring.activate(id))
+  local ok
+  ok, err = self:backup(id)
+  if not ok then
+    return nil, err
+  end
+  return "bootstrapped"
+end
+
+
+return _M
