@@ -114,6 +114,47 @@ function _M:imported(ids, active)
 end
 
 
+--- Opens every recovery row it can with `private_pem` and adds those keys
+-- here (SPEC §5); each key is checked against its `keyring_meta` check value
+-- when there is one. A node with no active key then activates the id
+-- `keyring_meta` marks active.
+-- @return recovered ids, not recovered ids; or nil and an error
+function _M:recover(private_pem)
+  local rows, err = self:query("SELECT id, key_encrypted FROM keyring_keys ORDER BY created_at, id;")
+  if not rows then
+    return nil, err
+  end
+  local meta
+  meta, err = self:query("SELECT id, state, kcv FROM keyring_meta;")
+  if not meta then
+    return nil, err
+  end
+  local kcv, active = {}, nil
+  for _, m in ipairs(meta) do
+    kcv[m.id] = m.kcv ~= ngx.null and m.kcv or nil
+    if m.state == "active" then
+      active = m.id
+    end
+  end
+
+  local recovered, not_recovered = {}, {}
+  for _, row in ipairs(rows) do
+    local ok, rerr = keyring.recover(row.id, row.key_encrypted, private_pem, kcv[row.id])
+    if ok then
+      recovered[#recovered + 1] = row.id
+    else
+      not_recovered[#not_recovered + 1] = row.id
+      ngx.log(ngx.NOTICE, "[keyring] recovery row '", row.id, "' not recovered: ", rerr)
+    end
+  end
+
+  if active and not keyring.active_id() then
+    keyring.activate(active)
+  end
+  return recovered, not_recovered
+end
+
+
 --- First start of a cluster: when `keyring_meta` is empty, one node generates
 -- and activates the first key. The insert succeeds for one node only (the
 -- unique index on the active row), so racing nodes never both win and never

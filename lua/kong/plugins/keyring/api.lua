@@ -12,6 +12,7 @@ local kong = kong
 local type = type
 local ipairs = ipairs
 local concat = table.concat
+local fmt = string.format
 
 
 local JSON = { ["Content-Type"] = "application/json; charset=utf-8" }
@@ -19,12 +20,17 @@ local JSON = { ["Content-Type"] = "application/json; charset=utf-8" }
 
 -- Kong's cjson has array_mt; Debian's does not: encode id lists ourselves so
 -- that `ids` is always a JSON array, even when empty.
-local function ring_json(ids, active)
+local function json_array(list)
   local quoted = {}
-  for i, id in ipairs(ids) do
-    quoted[i] = cjson.encode(id)
+  for i, v in ipairs(list) do
+    quoted[i] = cjson.encode(v)
   end
-  local body = '{"ids":[' .. concat(quoted, ",") .. "]"
+  return "[" .. concat(quoted, ",") .. "]"
+end
+
+
+local function ring_json(ids, active)
+  local body = '{"ids":' .. json_array(ids)
   if active then
     body = body .. ',"active":' .. cjson.encode(active)
   end
@@ -201,6 +207,25 @@ return {
         return fail(500, err)
       end
       return kong.response.exit(201)
+    end),
+  },
+
+  ["/keyring/recover"] = {
+    POST = cluster_only(function(self)
+      local pem, bad = string_param(self, "recovery_private_key")
+      if not pem then
+        return fail(400, bad or "missing 'recovery_private_key' param")
+      end
+      local _, err = keyring.private_key_id(pem)
+      if err then
+        return fail(400, err:find("got a public key", 1, true) and "recovery needs a private key" or err)
+      end
+      local recovered, not_recovered = state.strategy:recover(pem)
+      if not recovered then
+        return fail(500, not_recovered)
+      end
+      return kong.response.exit(200, fmt('{"message":"successfully recovered %d keys","recovered":%s,"not_recovered":%s}',
+                                         #recovered, json_array(recovered), json_array(not_recovered)), JSON)
     end),
   },
 }
