@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make test: cargo tests, busted unit specs under LuaJIT, nginx (2 workers)
-# specs, then the key-leak sweep over every error.log. Ends with one line
-# "N passed, N failed" and exits non-zero on any failure.
+# specs, Kong-harness specs on PostgreSQL, then the key-leak sweep over every
+# error.log. Ends with one line "N passed, N failed" and exits non-zero on any
+# failure. Servers are stopped on exit, even when a spec fails.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -16,6 +17,7 @@ stop_servers() {
   for pidfile in "$TMP"/nginx-*/logs/nginx.pid; do
     [ -f "$pidfile" ] && kill -QUIT "$(cat "$pidfile")" 2>/dev/null
   done
+  scripts/pg.sh stop >/dev/null 2>&1
   return 0
 }
 trap stop_servers EXIT
@@ -60,6 +62,11 @@ run_cargo
 run_busted package spec/00-package
 run_busted unit spec/01-unit
 run_busted nginx spec/02-nginx
+if scripts/pg.sh start; then
+  run_busted kong spec/03-kong
+else
+  echo "PostgreSQL did not start"; failed=$((failed + 1))
+fi
 run_busted leaks spec/99-leaks
 stop_servers
 

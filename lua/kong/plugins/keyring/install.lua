@@ -245,7 +245,9 @@ function _M.at_load()
     local ok, defs = pcall(require, "kong.plugins." .. name .. ".daos")
     if ok and type(defs) == "table" then
       for _, def in ipairs(defs) do
-        install_entity(def)
+        if not (kong.db.daos or {})[def.name] then
+          install_entity(def)
+        end
       end
     end
   end

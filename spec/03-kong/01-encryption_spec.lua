@@ -1,0 +1,147 @@
+local helpers = require "helpers"
+local harness_server = require "harness.server"
+
+
+local DB = "kong_spec_encryption"
+local MARKED = "^%$ke%$2%$%-[%w]+%-"
+
+
+describe("Plugin: keyring (field encryption) [#postgres]", function()
+  local node, key_id
+
+  local function admin(method, path, body)
+    return node:admin(method, path, body)
+  end
+
+  -- the first column of the first row
+  local function psql(sql)
+    local _, out = node:psql(sql)
+    return (out:gsub("\n$", ""))
+  end
+
+  lazy_setup(function()
+    harness_server.create_database(DB)
+    node = harness_server.new {
+      name = "kong-encryption",
+      proxy_port = 18300,
+      admin_port = 18301,
+      plugins = { "keyring", "basic-auth", "secret-probe" },
+      env = { KONG_KEYRING_ENABLED = "on" },
+      db = { database = DB },
+      lua_path = helpers.root .. "/spec/fixtures/?.lua",
+    }
+    node:start()
+    -- the first node of a cluster generates and activates the first key
+    for _ = 1, 100 do
+      local _, _, json = admin("GET", "/keyring")
+      if json and json.active then
+        key_id = json.active
+        break
+      end
+      os.execute("sleep 0.05")
+    end
+    assert(key_id, "no key was bootstrapped")
+  end)
+
+  lazy_teardown(function()
+    if node then
+      node:stop()
+    end
+    harness_server.drop_database(DB)
+  end)
+
+  describe("basic-auth password", function()
+    local consumer, cred
+
+    lazy_setup(function()
+      local status
+      status, _, consumer = admin("POST", "/consumers", { username = "bob" })
+      assert.equals(201, status)
+      status, _, cred = admin("POST", "/consumers/bob/basic-auth", { username = "bob", password = "hunter2" })
+      assert.equals(201, status)
+    end)
+
+    it("stores a v2 value bound to the row and answers with the hash", function()
+      local raw = psql("SELECT password FROM basicauth_credentials WHERE id = '" .. cred.id .. "'")
+      assert.matches(MARKED, raw)
+      assert.equals("$ke$2$-" .. key_id .. "-", raw:sub(1, 8 + #key_id))
+      -- basic-auth hashed first: the API answer is the 40-char SHA-1 hex
+      assert.equals(40, #cred.password)
+      local _, _, read = admin("GET", "/consumers/bob/basic-auth/" .. cred.id)
+      assert.equals(cred.password, read.password)
+    end)
+
+    it("keeps the password encrypted through a PATCH of another field", function()
+      local status = admin("PATCH", "/consumers/bob/basic-auth/" .. cred.id, { username = "bobby" })
+      assert.equals(200, status)
+      assert.matches(MARKED, psql("SELECT password FROM basicauth_credentials WHERE id = '" .. cred.id .. "'"))
+    end)
+
+    it("never writes the plaintext hash to the database", function()
+      local _, dump = helpers.run("pg_dump -h 127.0.0.1 -p 55432 -U postgres " .. DB)
+      assert.is_nil(dump:find(cred.password, 1, true))
+    end)
+
+    it("carries the new key id after generate + activate + PATCH (seed rotation)", function()
+      local _, _, old = admin("POST", "/consumers/bob/basic-auth", { username = "bob-old", password = "old-pass" })
+      local status, _, gen = admin("POST", "/keyring/generate")
+      assert.equals(201, status)
+      helpers.remember_key(gen.key)
+      assert.equals(204, (admin("POST", "/keyring/activate", { key = gen.id })))
+      assert.equals(200, (admin("PATCH", "/consumers/bob/basic-auth/" .. cred.id, { password = "new-pass" })))
+      local raw = psql("SELECT password FROM basicauth_credentials WHERE id = '" .. cred.id .. "'")
+      assert.equals("$ke$2$-" .. gen.id .. "-", raw:sub(1, 8 + #gen.id))
+      -- rows written under the old key stay readable
+      local old_raw = psql("SELECT password FROM basicauth_credentials WHERE id = '" .. old.id .. "'")
+      assert.equals("$ke$2$-" .. key_id .. "-", old_raw:sub(1, 8 + #key_id))
+      local read_status, _, read = admin("GET", "/consumers/bob/basic-auth/" .. old.id)
+      assert.equals(200, read_status)
+      assert.equals(old.password, read.password)
+    end)
+  end)
+
+  describe("plugin config", function()
+    local plugin
+
+    lazy_setup(function()
+      local status
+      status, _, plugin = admin("POST", "/plugins", {
+        name = "secret-probe",
+        config = {
+          secret = "top-secret", label = "visible",
+          redis = { host = "r1", password = "redis-pass" },
+          headers = { { name = "a", value = "header-one" }, { name = "b", value = "header-two" } },
+          tokens = { "token-one", "token-two" },
+        },
+      })
+      assert.equals(201, status)
+    end)
+
+    it("encrypts fields in records, arrays of records and arrays of strings", function()
+      local raw = psql("SELECT config::text FROM plugins WHERE id = '" .. plugin.id .. "'")
+      for _, plain in ipairs({ "top-secret", "redis-pass", "header-one", "header-two", "token-one", "token-two" }) do
+        assert.is_nil(raw:find(plain, 1, true), plain .. " stored in plaintext")
+      end
+      assert.truthy(raw:find("visible", 1, true))
+      assert.truthy(raw:find("$ke$2$-", 1, true))
+    end)
+
+    it("refuses a value copied from another row with 400 and keeps the row", function()
+      local _, _, other = admin("POST", "/plugins", { name = "secret-probe", config = { secret = "other" } })
+      local copied = psql("SELECT config->>'secret' FROM plugins WHERE id = '" .. other.id .. "'")
+      local before = psql("SELECT config->>'secret' FROM plugins WHERE id = '" .. plugin.id .. "'")
+      local status, _, json = admin("PATCH", "/plugins/" .. plugin.id, { config = { secret = copied } })
+      assert.equals(400, status)
+      assert.matches("encrypted value cannot be stored in this row", json.message, 1, true)
+      assert.equals(before, psql("SELECT config->>'secret' FROM plugins WHERE id = '" .. plugin.id .. "'"))
+    end)
+
+    it("answers with plaintext", function()
+      local _, _, read = admin("GET", "/plugins/" .. plugin.id)
+      assert.equals("top-secret", read.config.secret)
+      assert.equals("redis-pass", read.config.redis.password)
+      assert.equals("header-two", read.config.headers[2].value)
+      assert.same({ "token-one", "token-two" }, read.config.tokens)
+    end)
+  end)
+end)
