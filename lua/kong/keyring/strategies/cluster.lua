@@ -20,8 +20,10 @@ local _M = {}
 local mt = { __index = _M }
 
 
-function _M.new(conf, db)
-  return setmetatable({ conf = conf, db = db }, mt)
+--- `keys_arrived` is called after keys were added from elsewhere (import,
+-- recovery), so the node can rebuild what it built without them.
+function _M.new(conf, db, keys_arrived)
+  return setmetatable({ conf = conf, db = db, keys_arrived = keys_arrived or function() end }, mt)
 end
 
 
@@ -108,8 +110,12 @@ function _M:imported(ids, active)
     end
   end
   if active then
-    return self:activated(active)
+    local ok, err = self:activated(active)
+    if not ok then
+      return nil, err
+    end
   end
+  self.keys_arrived()
   return true
 end
 
@@ -150,6 +156,9 @@ function _M:recover(private_pem)
 
   if active and not keyring.active_id() then
     keyring.activate(active)
+  end
+  if #recovered > 0 then
+    self.keys_arrived()
   end
   return recovered, not_recovered
 end

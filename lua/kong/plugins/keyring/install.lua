@@ -160,13 +160,15 @@ end
 
 
 local installed = {} -- schemas already handled
-local ours = {}      -- the transformations we appended
+-- on_write functions of the transformations we appended: Kong's Schema.new
+-- deep-copies a definition's transformation tables, but not the functions
+local ours = {}
 
 
 local function append(schema, transformation)
   schema.transformations = schema.transformations or {}
   schema.transformations[#schema.transformations + 1] = transformation
-  ours[transformation] = true
+  ours[transformation.on_write] = true
 end
 
 
@@ -196,7 +198,7 @@ local function upsert_safety_net(entity, name, options)
     return true
   end
   for _, t in ipairs(schema.transformations) do
-    if ours[t] then
+    if ours[t.on_write] then
       local out, err = t.on_write(entity)
       if not out then
         return nil, err
@@ -207,6 +209,18 @@ local function upsert_safety_net(entity, name, options)
     end
   end
   return true
+end
+
+
+--- Keys arrived after config was built with placeholders: flush the core
+-- cache (every worker of the node) so the router and plugins iterator are
+-- rebuilt with plaintext (SPEC §1.3).
+function _M.keys_arrived()
+  if state.needs_flush and kong.core_cache then
+    state.needs_flush = false
+    log(ngx.NOTICE, "keys arrived: flushing configuration built with placeholders")
+    kong.core_cache:purge()
+  end
 end
 
 
@@ -227,7 +241,7 @@ function _M.at_load()
   end
 
   assert(keyring.init({ write_format = conf.keyring_write_format, accept_legacy = conf.keyring_accept_legacy }))
-  state.strategy = cluster.new(conf, kong.db)
+  state.strategy = cluster.new(conf, kong.db, _M.keys_arrived)
 
   for _, dao in pairs(kong.db.daos or {}) do
     if dao.schema.name == "plugins" then
