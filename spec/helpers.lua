@@ -14,11 +14,15 @@ end
 helpers.shell_quote = shell_quote
 
 
+-- LuaJIT's popen close() does not report the exit status (Lua 5.1), so the
+-- shell prints it after the output.
 local function run(cmd)
-  local p = assert(io.popen(cmd .. " 2>&1"))
+  local p = assert(io.popen("{ " .. cmd .. "\n} 2>&1; echo \"~rc=$?\""))
   local out = p:read("*a")
-  local ok, _, code = p:close()
-  return ok == true or code == 0, out
+  p:close()
+  local rc
+  out = out:gsub("~rc=(%d+)\n$", function(n) rc = tonumber(n); return "" end)
+  return rc == 0, out
 end
 helpers.run = run
 
@@ -125,12 +129,22 @@ function helpers.nginx(opts)
 end
 
 
+--- Whether something already listens on 127.0.0.1:`port`. Our servers listen
+-- with `reuseport`, so a leftover nginx would silently share the port.
+function helpers.port_in_use(port)
+  return (run("bash -c 'exec 3<>/dev/tcp/127.0.0.1/" .. tonumber(port) .. "' 2>/dev/null"))
+end
+
+
 function server_mt:nginx_cmd(extra)
   return self.env .. " /usr/sbin/nginx -p " .. self.prefix .. " -c conf/nginx.conf " .. (extra or "")
 end
 
 
 function server_mt:start()
+  if helpers.port_in_use(self.port) then
+    error("port " .. self.port .. " is already in use (a leftover nginx?)")
+  end
   os.execute("rm -rf " .. self.prefix .. " && mkdir -p " .. self.prefix .. "/conf "
              .. self.prefix .. "/logs " .. self.prefix .. "/tmp")
   helpers.write_file(self.prefix .. "/conf/nginx.conf", self.conf)

@@ -201,6 +201,11 @@ end
 --- Starts nginx and waits for both workers and the Admin API. A first start
 -- wipes the prefix; a start after stop() keeps it (kong.id, logs).
 function node_mt:start()
+  for _, port in ipairs { self.proxy_port, self.admin_port } do
+    if helpers.port_in_use(port) then
+      error("port " .. port .. " is already in use (a leftover nginx?)")
+    end
+  end
   if not self.started_once then
     os.execute("rm -rf " .. shell_quote(self.prefix))
   end
