@@ -27,6 +27,10 @@ bench: build
 demo: build
 	@scripts/demo.sh
 
+.PHONY: demo-openresty
+demo-openresty: build
+	@scripts/demo-openresty.sh
+
 lint:
 	cargo clippy --all-targets --no-default-features -- -D warnings
 

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# make demo: nginx with 2 workers and kong.keyring, driven by real HTTP calls.
+# make demo-openresty: nginx with 2 workers and kong.keyring (no Kong, no
+# database), driven by real HTTP calls.
 # Shows a key generated in one worker being used by the other, round trips,
 # authenticated contexts and rotation. Stops nginx on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-P=$ROOT/.tmp/demo
-PORT=${DEMO_PORT:-18080}
+P=$ROOT/.tmp/demo-openresty
+PORT=${DEMO_PORT:-18409}
 URL=http://127.0.0.1:$PORT
 
 rm -rf "$P" && mkdir -p "$P/conf" "$P/logs" "$P/tmp"
