@@ -10,8 +10,9 @@ local PLACEHOLDER = "^%$ke%$unavailable%$%x+$"
 describe("Plugin: keyring (keys missing, disabled, db_import) [#postgres]", function()
   local dir, node, key_id, blob, cred, plugin
 
-  local function new_node(name, port, enabled)
+  local function new_node(name, port, enabled, cli)
     return harness_server.new {
+      cli = cli,
       name = name,
       proxy_port = port,
       admin_port = port + 1,
@@ -145,6 +146,55 @@ describe("Plugin: keyring (keys missing, disabled, db_import) [#postgres]", func
       assert.matches(MARKED, raw)
       local _, _, read = node:admin("GET", "/consumers/alice/basic-auth/" .. id)
       assert.equals("0123456789abcdef0123456789abcdef01234567", read.password)
+    end)
+  end)
+
+  describe("in the Kong CLI (kong config db_export / db_import)", function()
+    local cli, stored
+
+    lazy_setup(function()
+      stored = psql("SELECT password FROM basicauth_credentials WHERE id = '" .. cred.id .. "'")
+      cli = new_node("kong-keys-cli", 18328, true, true)
+      cli:start()
+    end)
+
+    lazy_teardown(function()
+      cli:stop()
+    end)
+
+    it("exports stored ciphertext as it is", function()
+      local status, _, read = cli:admin("GET", "/consumers/alice/basic-auth/" .. cred.id)
+      assert.equals(200, status)
+      assert.equals(stored, read.password)
+    end)
+
+    it("imports marked values as they are", function()
+      local entity = require("cjson").encode({ consumer = { id = cred.consumer.id }, username = cred.username,
+                                                password = stored })
+      local status, body = cli:admin("PUT", "/secret-probe/db-import/basicauth_credentials/" .. cred.id,
+                                     { entity = entity })
+      assert.equals(200, status, body)
+      assert.equals(stored, psql("SELECT password FROM basicauth_credentials WHERE id = '" .. cred.id .. "'"))
+      -- and the running node still reads it
+      local _, _, read = node:admin("GET", "/consumers/alice/basic-auth/" .. cred.id)
+      assert.equals(cred.password, read.password)
+    end)
+
+    it("refuses to import a plaintext value into an encrypted field", function()
+      local entity = require("cjson").encode({ consumer = { id = cred.consumer.id }, username = cred.username,
+                                                password = "plaintext-from-a-file" })
+      local status, body = cli:admin("PUT", "/secret-probe/db-import/basicauth_credentials/" .. cred.id,
+                                     { entity = entity })
+      assert.equals(400, status)
+      assert.matches("keyring keys are only available in a running node", body, 1, true)
+      assert.equals(stored, psql("SELECT password FROM basicauth_credentials WHERE id = '" .. cred.id .. "'"))
+      assert.equals(0, tonumber(psql("SELECT count(*) FROM basicauth_credentials WHERE password LIKE 'plaintext%'")))
+    end)
+
+    it("creates no key region and runs no strategy", function()
+      local _, _, json = cli:admin("GET", "/keyring")
+      assert.is_nil(json and json.active)
+      assert.same({}, cli:log_lines("generated and activated"))
     end)
   end)
 

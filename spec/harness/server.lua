@@ -58,6 +58,7 @@ http {
   lua_shared_dict harness_worker_events 16m;
 $SHARED_DICTS
   init_by_lua_block {
+    ngx.IS_CLI = $CLI
     require("harness").init(require("cjson.safe").decode([==[$OPTS]==]))
   }
   init_worker_by_lua_block {
@@ -117,7 +118,8 @@ end
 
 --- A node (not started). opts: name, proxy_port, admin_port, plugins, env,
 -- db = { host, port, database, user }, log_level, lua_path (extra entries),
--- shared_dicts ({ name = "1m" }).
+-- shared_dicts ({ name = "1m" }), cli (true: `ngx.IS_CLI` set before init,
+-- as Kong's CLI does, so the plugin takes its `kong config` path).
 function _M.new(opts)
   assert(opts.name and opts.admin_port and opts.proxy_port, "name, proxy_port and admin_port are required")
   local db = opts.db or {}
@@ -137,6 +139,7 @@ function _M.new(opts)
     log_level = opts.log_level or "info",
     lua_path = opts.lua_path,
     shared_dicts = opts.shared_dicts or {},
+    cli = opts.cli == true,
   }, node_mt)
   -- reuse helpers.nginx for process handling (pid file, workers, stop)
   self.nginx = helpers.nginx({ name = opts.name, port = opts.admin_port, env = self:env_prefix() })
@@ -187,6 +190,7 @@ function node_mt:conf()
     OPTS = opts,
     PROXY_PORT = tostring(self.proxy_port),
     ADMIN_PORT = tostring(self.admin_port),
+    CLI = tostring(self.cli),
   }
   return (CONF:gsub("%$([%u_]+)", function(k) return subs[k] end))
 end

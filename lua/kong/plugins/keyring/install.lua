@@ -1,7 +1,7 @@
 -- What loading the plugin does to Kong (KONG-INTEGRATION §1.5, §1.8, §7a):
 -- read and validate KONG_KEYRING_*, create the keyring region, and append
 -- whole-entity transformations to every schema with `encrypted = true`
--- fields, plus a `dao:upsert:pre` safety net for `transform = false` upserts
+-- fields, plus a `dao:upsert:pre` / `dao:upsert_by:pre` safety net for `transform = false` upserts
 -- (`kong config db_import`). Runs in the handler's module body, i.e. in
 -- Kong.init before the first plugins-iterator build.
 
@@ -79,23 +79,38 @@ local function failed(err, writing)
 end
 
 
-local function entity_transformation(schema, plan)
+local function hide_ciphertext(v)
+  return v:sub(1, 4) == "$ke$" and placeholder or v
+end
+
+
+-- on_write / on_read around `encrypt` / `decrypt` of transform.lua, for the
+-- plan `plan_of(entity)`. Where the caller cannot fail (init, init_worker:
+-- Kong's plugins iterator and router builds), an unreadable value becomes
+-- the placeholder and the configuration is flushed once keys arrive.
+local function transformation(schema, plan_of, encrypt, decrypt, hidden)
   return {
     on_write = function(entity)
-      local out, err = transform.encrypt_entity(schema, plan, entity)
+      local plan = plan_of(entity)
+      if #plan == 0 then
+        return entity
+      end
+      local out, err = encrypt(schema, plan, entity)
       if not out then
         return failed(err, true)
       end
       return out
     end,
     on_read = function(entity)
-      local out, err = transform.decrypt_entity(schema, plan, entity)
+      local plan = plan_of(entity)
+      if #plan == 0 then
+        return entity
+      end
+      local out, err = decrypt(schema, plan, entity)
       if not out and CANNOT_FAIL[get_phase()] then
         state.needs_flush = true
         log(ngx.WARN, "stored ", schema.name, " value unreadable during ", get_phase(), ": ", err)
-        return fields.apply(plan, entity, function(v)
-          return v:sub(1, 4) == "$ke$" and placeholder or v
-        end)
+        return hidden(plan, entity)
       end
       if not out then
         return failed(err, false)
@@ -106,56 +121,48 @@ local function entity_transformation(schema, plan)
 end
 
 
+local function entity_transformation(schema, plan)
+  return transformation(schema, function() return plan end,
+                        transform.encrypt_entity, transform.decrypt_entity,
+                        function(_, entity)
+                          return fields.apply(plan, entity, hide_ciphertext)
+                        end)
+end
+
+
+-- plans of config subschemas, per entity (plugins, vaults) and subschema name
 local config_plans = {}
 
 
-local function config_plan(subschemas, name)
-  local plan = config_plans[name]
+local function config_plan(schema, name)
+  local plans = config_plans[schema.name]
+  if not plans then
+    plans = {}
+    config_plans[schema.name] = plans
+  end
+  local plan = plans[name]
   if plan == nil then
-    local sub = subschemas and subschemas[name]
+    local sub = schema.subschemas and schema.subschemas[name]
     plan = sub and fields.config_plan(sub, name, warn) or {}
-    config_plans[name] = plan
+    plans[name] = plan
     if #plan > 0 then
-      log(ngx.INFO, "encrypting ", name, " plugin fields: ", fields.describe(plan, "config"))
+      log(ngx.INFO, "encrypting ", name, " ", schema.name, " fields: ", fields.describe(plan, "config"))
     end
   end
   return plan
 end
 
 
-local function plugins_transformation(schema)
-  return {
-    on_write = function(entity)
-      local plan = config_plan(schema.subschemas, entity.name)
-      if #plan == 0 then
-        return entity
-      end
-      local out, err = transform.encrypt_config(schema, plan, entity)
-      if not out then
-        return failed(err, true)
-      end
-      return out
-    end,
-    on_read = function(entity)
-      local plan = config_plan(schema.subschemas, entity.name)
-      if #plan == 0 then
-        return entity
-      end
-      local out, err = transform.decrypt_config(schema, plan, entity)
-      if not out and CANNOT_FAIL[get_phase()] then
-        state.needs_flush = true
-        log(ngx.WARN, "plugin ", entity.name, " config unreadable during ", get_phase(), ": ", err)
-        local config = fields.apply(plan, entity.config, function(v)
-          return v:sub(1, 4) == "$ke$" and placeholder or v
-        end)
-        return { config = config }
-      end
-      if not out then
-        return failed(err, false)
-      end
-      return out
-    end,
-  }
+-- For entities whose `config` record is specialised per row by a subschema
+-- (plugins and vaults, by `name`): the plan is looked up lazily, since
+-- subschemas are registered after the handler loads.
+local function config_transformation(schema)
+  local key = schema.subschema_key
+  return transformation(schema, function(entity) return config_plan(schema, entity[key]) end,
+                        transform.encrypt_config, transform.decrypt_config,
+                        function(plan, entity)
+                          return { config = fields.apply(plan, entity.config, hide_ciphertext) }
+                        end)
 end
 
 
@@ -179,6 +186,10 @@ local function install_entity(schema)
     return
   end
   installed[schema] = true
+  if schema.subschema_key then
+    append(schema, config_transformation(schema))
+    return
+  end
   local plan = fields.entity_plan(schema, warn)
   if #plan > 0 then
     append(schema, entity_transformation(schema, plan))
@@ -240,18 +251,16 @@ function _M.at_load()
     return
   end
 
-  assert(keyring.init({ write_format = conf.keyring_write_format, accept_legacy = conf.keyring_accept_legacy }))
-  state.strategy = cluster.new(conf, kong.db, _M.keys_arrived)
+  if ngx.IS_CLI then
+    -- `kong config db_import` / `db_export`: no key region here (SPEC §9a)
+    transform.go_offline()
+  else
+    assert(keyring.init({ write_format = conf.keyring_write_format, accept_legacy = conf.keyring_accept_legacy }))
+    state.strategy = cluster.new(conf, kong.db, _M.keys_arrived)
+  end
 
   for _, dao in pairs(kong.db.daos or {}) do
-    if dao.schema.name == "plugins" then
-      if not installed[dao.schema] then
-        installed[dao.schema] = true
-        append(dao.schema, plugins_transformation(dao.schema))
-      end
-    else
-      install_entity(dao.schema)
-    end
+    install_entity(dao.schema)
   end
 
   -- plugins whose entities Kong has not created yet (pairs order)
@@ -266,7 +275,9 @@ function _M.at_load()
     end
   end
 
-  require("kong.hooks").register_hook("dao:upsert:pre", upsert_safety_net)
+  local hooks = require "kong.hooks"
+  hooks.register_hook("dao:upsert:pre", upsert_safety_net)
+  hooks.register_hook("dao:upsert_by:pre", upsert_safety_net)
 end
 
 

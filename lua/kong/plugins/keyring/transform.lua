@@ -43,10 +43,29 @@ local function marked(v)
 end
 
 
+local OFFLINE = "keyring keys are only available in a running node"
+
+-- Set in the Kong CLI (`kong config db_import` / `db_export`), where no key
+-- region exists: marked values pass through both ways, plaintext is refused.
+local offline = false
+
+
+--- Switches this process to offline mode (SPEC §9a).
+function _M.go_offline()
+  offline = true
+end
+
+
 local function encryptor(context)
   return function(v, path)
     if v == "" then
       return v
+    end
+    if offline then
+      if marked(v) then
+        return v
+      end
+      return nil, fmt("%s: %s", path, OFFLINE)
     end
     if marked(v) then
       -- never store a value copied from another row, or under a key this
@@ -64,7 +83,7 @@ end
 
 local function decryptor(context)
   return function(v)
-    if not marked(v) then
+    if offline or not marked(v) then
       return v
     end
     return keyring.decrypt(v, context)
