@@ -1,7 +1,16 @@
 -- The /keyring Admin API (SPEC §3), Kong's plain route style: handlers get
--- `self.params` (JSON, form and multipart bodies merged) and end in
--- `kong.response.exit`. Every error body is `{ "error": ... }`. Bodies of
--- import, import/raw and recover requests are never logged.
+-- `self.params` (query string, then a JSON, form or multipart body) and end
+-- in `kong.response.exit`.
+--
+-- * Every error body is `{ "error": ... }`.
+-- * Each route takes a fixed set of parameters, all strings: any other
+--   parameter (query string included) is refused with 400
+--   `unknown parameter '<name>'`, a non-string value with 400
+--   `'<name>' must be a string`. JSON null and "" count as absent.
+-- * Bodies of import, import/raw and recover requests are never logged, and
+--   no message carries a key byte: an unknown parameter's name is echoed
+--   only when it is short and looks like a name (a body sent without
+--   `name=` would otherwise come back, e.g. a base64 key as a form body).
 
 local cjson = require "cjson.safe"
 local keyring = require "kong.keyring"
@@ -9,13 +18,27 @@ local state = require "kong.plugins.keyring.state"
 
 
 local kong = kong
+local ngx = ngx
 local type = type
+local pairs = pairs
 local ipairs = ipairs
+local tostring = tostring
+local sort = table.sort
 local concat = table.concat
 local fmt = string.format
+local null = ngx.null
 
 
 local JSON = { ["Content-Type"] = "application/json; charset=utf-8" }
+
+-- longest unknown parameter name echoed back: shorter than any text form of
+-- a 32-byte key (base64 43-44 chars, hex 64)
+local MAX_ECHOED_NAME = 32
+
+
+local function log(...)
+  ngx.log(ngx.NOTICE, "[keyring] ", ...)
+end
 
 
 -- Kong's cjson has array_mt; Debian's does not: encode id lists ourselves so
@@ -58,53 +81,93 @@ local function status_of(err)
 end
 
 
--- A string parameter: the value, nil when absent, or false and an error.
-local function string_param(self, name)
-  local v = self.params[name]
-  if v == nil or v == "" then
-    return nil
+local function unknown_parameter(name)
+  if type(name) == "string" and #name <= MAX_ECHOED_NAME and name:find("^[%w_]+$") then
+    return "unknown parameter '" .. name .. "'"
   end
-  if type(v) ~= "string" then
-    return false, "'" .. name .. "' must be a string"
-  end
-  return v
+  return "unknown parameter (name not shown)"
 end
 
 
--- Wraps a handler of a route that only the cluster strategy offers.
-local function cluster_only(handler)
-  return function(self, db, helpers)
-    if state.conf.keyring_strategy ~= "cluster" then
-      return fail(400, "endpoint only supported for 'cluster' strategy")
+--- The parameters of a request, checked against the route's `names` (an
+-- array; `known` is the same as a set): `{ name = string }` with absent,
+-- null and "" values left out, or nil and an error message.
+local function read_params(self, names, known)
+  local given = self.params or {}
+  local unknown = {}
+  for name in pairs(given) do
+    if not known[name] then
+      unknown[#unknown + 1] = tostring(name)
     end
-    return handler(self, db, helpers)
+  end
+  if #unknown > 0 then
+    sort(unknown)
+    return nil, unknown_parameter(unknown[1])
+  end
+
+  local params = {}
+  for _, name in ipairs(names) do
+    local v = given[name]
+    if v ~= nil and v ~= null and v ~= "" then
+      if type(v) ~= "string" then
+        return nil, "'" .. name .. "' must be a string"
+      end
+      params[name] = v
+    end
+  end
+  return params
+end
+
+
+--- A route handler: checks that the keyring runs here, the strategy the
+-- route needs (if any) and the parameters, then calls `fn(params, self)`.
+-- opts: `params` (array of names, default none), `strategy`.
+local function endpoint(opts, fn)
+  local names = opts.params or {}
+  local known = {}
+  for _, name in ipairs(names) do
+    known[name] = true
+  end
+  local strategy = opts.strategy
+  return function(self)
+    if not state.strategy then
+      return fail(400, "keyring is not enabled")
+    end
+    if strategy and state.conf.keyring_strategy ~= strategy then
+      return fail(400, "endpoint only supported for '" .. strategy .. "' strategy")
+    end
+    local params, err = read_params(self, names, known)
+    if not params then
+      return fail(400, err)
+    end
+    return fn(params, self)
   end
 end
 
 
 return {
   ["/keyring"] = {
-    GET = function()
+    GET = endpoint({}, function()
       local ring, err = keyring.keys()
       if not ring then
         return fail(500, err)
       end
       return kong.response.exit(200, ring_json(ring.ids, ring.active), JSON)
-    end,
+    end),
   },
 
   ["/keyring/active"] = {
-    GET = function()
+    GET = endpoint({}, function()
       local id = keyring.active_id()
       if not id then
         return fail(503, "active key id not found")
       end
       return kong.response.exit(200, { id = id })
-    end,
+    end),
   },
 
   ["/keyring/generate"] = {
-    POST = cluster_only(function()
+    POST = endpoint({ strategy = "cluster" }, function()
       local id, key_or_err = keyring.generate()
       if not id then
         return fail(500, key_or_err)
@@ -114,33 +177,41 @@ return {
         keyring.remove(id)
         return fail(500, err)
       end
+      log("key '", id, "' generated")
       return kong.response.exit(201, { id = id, key = key_or_err })
     end),
   },
 
   ["/keyring/activate"] = {
-    POST = cluster_only(function(self)
-      local id, bad = string_param(self, "key")
+    POST = endpoint({ strategy = "cluster", params = { "key" } }, function(params)
+      local id = params.key
       if not id then
-        return fail(400, bad or "missing 'key' param")
+        return fail(400, "missing 'key' param")
       end
+      local previous = keyring.active_id()
       local ok, err = keyring.activate(id)
       if not ok then
-        return fail(status_of(err), status_of(err) == 404 and "not found" or err)
+        local status = status_of(err)
+        return fail(status, status == 404 and "not found" or err)
       end
       ok, err = state.strategy:activated(id)
       if not ok then
+        -- the database still names the previous key: keep writing with it
+        if previous then
+          keyring.activate(previous)
+        end
         return fail(500, err)
       end
+      log("key '", id, "' activated")
       return kong.response.exit(204)
     end),
   },
 
   ["/keyring/remove"] = {
-    POST = cluster_only(function(self)
-      local id, bad = string_param(self, "key")
+    POST = endpoint({ strategy = "cluster", params = { "key" } }, function(params)
+      local id = params.key
       if not id then
-        return fail(400, bad or "missing 'key' param")
+        return fail(400, "missing 'key' param")
       end
       local ok, err = keyring.remove(id)
       if not ok then
@@ -150,12 +221,13 @@ return {
       if not ok then
         return fail(500, err)
       end
+      log("key '", id, "' removed")
       return kong.response.exit(204)
     end),
   },
 
   ["/keyring/export"] = {
-    POST = cluster_only(function()
+    POST = endpoint({ strategy = "cluster" }, function()
       local public = state.conf.keyring_public_key
       if not public then
         return fail(500, "missing backup public key")
@@ -169,10 +241,10 @@ return {
   },
 
   ["/keyring/import"] = {
-    POST = cluster_only(function(self)
-      local blob, bad = string_param(self, "data")
+    POST = endpoint({ strategy = "cluster", params = { "data" } }, function(params)
+      local blob = params.data
       if not blob then
-        return fail(400, bad or "missing 'data' param")
+        return fail(400, "missing 'data' param")
       end
       local private = state.conf.keyring_private_key
       if not private then
@@ -187,16 +259,16 @@ return {
       if not ok then
         return fail(500, err)
       end
+      log("imported keys ", concat(ring.ids, ", "), ring.active and (", activated '" .. ring.active .. "'") or "")
       return kong.response.exit(200, ring_json(ring.ids, ring.active), JSON)
     end),
   },
 
   ["/keyring/import/raw"] = {
-    POST = cluster_only(function(self)
-      local id, bad_id = string_param(self, "id")
-      local key, bad_key = string_param(self, "data")
+    POST = endpoint({ strategy = "cluster", params = { "id", "data" } }, function(params)
+      local id, key = params.id, params.data
       if not id or not key then
-        return fail(400, bad_id or bad_key or "missing 'id' or 'data' params")
+        return fail(400, "missing 'id' or 'data' params")
       end
       local ok, err = keyring.add(id, key)
       if not ok then
@@ -206,15 +278,16 @@ return {
       if not ok then
         return fail(500, err)
       end
+      log("key '", id, "' imported")
       return kong.response.exit(201)
     end),
   },
 
   ["/keyring/recover"] = {
-    POST = cluster_only(function(self)
-      local pem, bad = string_param(self, "recovery_private_key")
+    POST = endpoint({ strategy = "cluster", params = { "recovery_private_key" } }, function(params)
+      local pem = params.recovery_private_key
       if not pem then
-        return fail(400, bad or "missing 'recovery_private_key' param")
+        return fail(400, "missing 'recovery_private_key' param")
       end
       local _, err = keyring.private_key_id(pem)
       if err then
@@ -224,8 +297,24 @@ return {
       if not recovered then
         return fail(500, not_recovered)
       end
+      log("recovered ", #recovered, " keys, ", #not_recovered, " not recovered")
       return kong.response.exit(200, fmt('{"message":"successfully recovered %d keys","recovered":%s,"not_recovered":%s}',
                                          #recovered, json_array(recovered), json_array(not_recovered)), JSON)
+    end),
+  },
+
+  -- SPEC §7: the token is optional and never logged, stored or broadcast
+  ["/keyring/vault/sync"] = {
+    POST = endpoint({ strategy = "vault", params = { "token" } }, function(params)
+      local strategy = state.strategy
+      if type(strategy.sync) ~= "function" then
+        return fail(500, "vault strategy not available on this node")
+      end
+      local ok, err = strategy:sync(params.token)
+      if not ok then
+        return fail(500, err)
+      end
+      return kong.response.exit(204)
     end),
   },
 }

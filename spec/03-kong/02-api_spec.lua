@@ -1,0 +1,1259 @@
+-- The /keyring Admin API (SPEC §3) on a harness node: every route, its
+-- success and error answers, its side effects in the database, bad input of
+-- every kind (with both workers still up afterwards), the three body
+-- encodings, and no key byte or secret body in error.log.
+
+local helpers = require "helpers"
+local harness_server = require "harness.server"
+local cjson = require "cjson.safe"
+
+
+local DB = "kong_spec_api"
+local MAX_BODY = 10 * 1024 * 1024 -- Kong's Admin API client_max_body_size 10m
+local JSON_CT = "Content-Type: application/json"
+
+local fmt = string.format
+local concat = table.concat
+local sort = table.sort
+local b64 = helpers.b64_encode
+local unb64 = helpers.b64_decode
+local hex = helpers.hex
+local shell_quote = helpers.shell_quote
+
+
+-- every route of SPEC §3 with the parameters it takes and the error for a
+-- request without them
+local ROUTES = {
+  { method = "GET",  path = "/keyring",            params = {} },
+  { method = "GET",  path = "/keyring/active",     params = {} },
+  { method = "POST", path = "/keyring/generate",   params = {} },
+  { method = "POST", path = "/keyring/activate",   params = { "key" },  missing = "missing 'key' param" },
+  { method = "POST", path = "/keyring/remove",     params = { "key" },  missing = "missing 'key' param" },
+  { method = "POST", path = "/keyring/export",     params = {} },
+  { method = "POST", path = "/keyring/import",     params = { "data" }, missing = "missing 'data' param" },
+  { method = "POST", path = "/keyring/import/raw", params = { "id", "data" },
+    missing = "missing 'id' or 'data' params" },
+  { method = "POST", path = "/keyring/recover",    params = { "recovery_private_key" },
+    missing = "missing 'recovery_private_key' param" },
+}
+
+local CLUSTER_ONLY = {
+  "/keyring/generate", "/keyring/activate", "/keyring/remove", "/keyring/export",
+  "/keyring/import", "/keyring/import/raw", "/keyring/recover",
+}
+
+
+-- small helpers ------------------------------------------------------------
+
+local function random_bytes(n)
+  local f = assert(io.open("/dev/urandom", "rb"))
+  local s = f:read(n)
+  f:close()
+  return s
+end
+
+
+local function url_escape(s)
+  return (s:gsub("[^%w%-%._~]", function(c)
+    return fmt("%%%02X", c:byte())
+  end))
+end
+
+
+--- application/x-www-form-urlencoded from { { name, value }, ... }
+local function form(fields)
+  local parts = {}
+  for i, f in ipairs(fields) do
+    parts[i] = url_escape(f[1]) .. "=" .. url_escape(f[2])
+  end
+  return concat(parts, "&")
+end
+
+
+--- multipart/form-data from { { name, value }, ... }: body, headers
+local function multipart(fields, boundary)
+  boundary = boundary or ("kong-api-spec-" .. hex(random_bytes(8)))
+  local parts = {}
+  for _, f in ipairs(fields) do
+    parts[#parts + 1] = "--" .. boundary .. "\r\n"
+                        .. 'Content-Disposition: form-data; name="' .. f[1] .. '"\r\n\r\n'
+                        .. f[2] .. "\r\n"
+  end
+  parts[#parts + 1] = "--" .. boundary .. "--\r\n"
+  return concat(parts), { "Content-Type: multipart/form-data; boundary=" .. boundary }
+end
+
+
+local function contains(list, v)
+  for _, x in ipairs(list or {}) do
+    if x == v then
+      return true
+    end
+  end
+  return false
+end
+
+
+local function sorted(list)
+  local copy = {}
+  for i, v in ipairs(list or {}) do
+    copy[i] = v
+  end
+  sort(copy)
+  return copy
+end
+
+
+local function keys_of(t)
+  local out = {}
+  for k in pairs(t or {}) do
+    out[#out + 1] = k
+  end
+  sort(out)
+  return out
+end
+
+
+-- a random 32-byte key as base64, recorded for the leak sweeps; with
+-- `want_specials`, one whose base64 has '+' and '/' (form encoding traps)
+local function new_key(want_specials)
+  while true do
+    local key = helpers.random_key_b64()
+    if not want_specials or (key:find("+", 1, true) and key:find("/", 1, true)) then
+      return key
+    end
+  end
+end
+
+
+-- openssl on files under `dir`: the bytes written to `-out` by
+-- `openssl <args> -in <input>` (`positional`: the input file as last argument)
+local dir
+
+local function openssl(args, input, positional)
+  local inf, outf = dir .. "/ossl.in", dir .. "/ossl.out"
+  helpers.write_file(inf, input or "")
+  os.remove(outf)
+  local cmd = "openssl " .. args .. " -out " .. shell_quote(outf)
+              .. (positional and " " or " -in ") .. shell_quote(inf)
+  local ok, out = helpers.run(cmd)
+  assert(ok, "openssl " .. args:match("^%S+") .. " failed: " .. out)
+  return helpers.read_file(outf)
+end
+
+
+--- hex SHA-256 (or HMAC-SHA256 under `hmac_key`) of `data`
+local function sha256_hex(data, hmac_key)
+  local mac = hmac_key and (" -mac HMAC -macopt hexkey:" .. hex(hmac_key)) or ""
+  return hex(openssl("dgst -sha256 -binary" .. mac, data, true))
+end
+
+
+--- A Kong Enterprise v1 export blob (SPEC §4) for `public_path`: RSA
+-- PKCS#1 v1.5 wrapped one-time key, AES-256-GCM keystream without a tag.
+local function ee_blob(public_path, keys, active)
+  local one_time, nonce = random_bytes(32), random_bytes(12)
+  local inner = assert(cjson.encode({ keys = keys, active = active }))
+  local d = openssl("enc -aes-256-ctr -K " .. hex(one_time) .. " -iv " .. hex(nonce) .. "00000002", inner)
+  local k = openssl("pkeyutl -encrypt -pubin -inkey " .. shell_quote(public_path)
+                    .. " -pkeyopt rsa_padding_mode:pkcs1", one_time)
+  return b64(assert(cjson.encode({ k = b64(k), n = b64(nonce), d = b64(d) })))
+end
+
+
+--- Opens a v2 export blob with openssl (RSA-OAEP-SHA256, then the GCM
+-- keystream; the tag is left to the import specs): envelope, inner JSON.
+local function open_export(blob, private_path)
+  local envelope = cjson.decode(unb64(blob) or "")
+  assert(type(envelope) == "table", "export blob is not base64 of JSON")
+  local one_time = openssl("pkeyutl -decrypt -inkey " .. shell_quote(private_path)
+                           .. " -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256"
+                           .. " -pkeyopt rsa_mgf1_md:sha256", unb64(envelope.k))
+  local data = unb64(envelope.d)
+  local inner = openssl("enc -d -aes-256-ctr -K " .. hex(one_time) .. " -iv " .. hex(unb64(envelope.n)) .. "00000002",
+                        data:sub(1, -17))
+  return envelope, cjson.decode(inner)
+end
+
+
+-- spec ---------------------------------------------------------------------
+
+describe("Plugin: keyring Admin API [#postgres]", function()
+  local node
+  local k1                  -- the bootstrapped key id
+  local gen                 -- a key made by POST /keyring/generate: { id, key }
+  local seen_keys = {}      -- base64 of every key this spec saw
+  local secrets = {}        -- other text that must never reach error.log
+  local paths = {}          -- key files
+
+  local function saw_key(b64_key)
+    seen_keys[#seen_keys + 1] = b64_key
+    return b64_key
+  end
+
+  local function new_node(name, port, env)
+    env.KONG_KEYRING_ENABLED = env.KONG_KEYRING_ENABLED or "on"
+    return harness_server.new {
+      name = name,
+      proxy_port = port,
+      admin_port = port + 1,
+      plugins = { "keyring", "basic-auth" },
+      env = env,
+      db = { database = DB },
+      log_level = "debug", -- so that a body logged at any level would show
+    }
+  end
+
+  local function sql(query)
+    return (node:psql(query))
+  end
+
+  local function sql1(query)
+    return sql(query)[1]
+  end
+
+  local function ring(n)
+    local status, _, json = (n or node):admin("GET", "/keyring")
+    assert.equals(200, status)
+    return json
+  end
+
+  local function active_id()
+    local _, _, json = node:admin("GET", "/keyring/active")
+    return json and json.id
+  end
+
+  local function db_active()
+    return sql("SELECT id FROM keyring_meta WHERE state = 'active'")
+  end
+
+  local function activate(id)
+    assert.equals(204, (node:admin("POST", "/keyring/activate", { key = id })))
+  end
+
+  --- status, body, json must be `status` with exactly { error = message }
+  local function assert_error(status, message, s, body, json)
+    assert.equals(status, s, body)
+    assert.same({ error = message }, json)
+  end
+
+  --- `method path` on one keep-alive connection after GET /__harness/node,
+  -- so the worker that answers is known: pid, status, body, json.
+  local function pinned(n, method, path, body, headers)
+    local prefix = n.prefix
+    local base = "http://127.0.0.1:" .. n.admin_port
+    local cmd = { "curl -s -m 20 -o", shell_quote(prefix .. "/pin.node"), shell_quote(base .. "/__harness/node"),
+                  "--next -s -m 20 -o", shell_quote(prefix .. "/pin.body"), "-w '%{http_code}' -X", method }
+    if type(body) == "table" then
+      body = assert(cjson.encode(body))
+      headers = { JSON_CT }
+    end
+    for _, h in ipairs(headers or {}) do
+      cmd[#cmd + 1] = "-H " .. shell_quote(h)
+    end
+    if body then
+      helpers.write_file(prefix .. "/pin.req", body)
+      cmd[#cmd + 1] = "--data-binary @" .. shell_quote(prefix .. "/pin.req")
+    end
+    cmd[#cmd + 1] = shell_quote(base .. path)
+    os.remove(prefix .. "/pin.node")
+    local _, out = helpers.run(concat(cmd, " "))
+    local who = cjson.decode(helpers.read_file(prefix .. "/pin.node") or "")
+    local text = helpers.read_file(prefix .. "/pin.body") or ""
+    return who and who.pid, tonumber(out), text, cjson.decode(text)
+  end
+
+  --- Repeats an idempotent request until a worker `want(pid)` answers it.
+  local function pinned_until(n, want, method, path)
+    for _ = 1, 40 do
+      local pid, status, body, json = pinned(n, method, path)
+      if pid and want(pid) then
+        return pid, status, body, json
+      end
+    end
+    error("40 requests to " .. path .. " never reached the wanted worker")
+  end
+
+  local function worker_pids(n)
+    local pids = n:worker_pids()
+    sort(pids)
+    return pids
+  end
+
+  --- The same two workers as `before` answer, and no worker died.
+  local function assert_workers_up(n, before)
+    assert.equals(2, #before)
+    assert.same(before, worker_pids(n))
+    local answered, count = {}, 0
+    for _ = 1, 40 do
+      local _, _, json = n:admin("GET", "/__harness/node")
+      if json and json.pid and not answered[json.pid] then
+        answered[json.pid] = true
+        count = count + 1
+      end
+      if count == 2 then
+        break
+      end
+    end
+    assert.same(before, keys_of(answered))
+    local log = n:error_log() or ""
+    assert.is_nil(log:find("[alert]", 1, true), "an [alert] line in error.log")
+    assert.is_nil(log:find("exited on signal", 1, true), "a worker exited on a signal")
+  end
+
+  --- No key this spec saw (base64, base64url, hex, HEX) and no secret text
+  -- in the node's error.log or startup.stderr.
+  local function assert_nothing_leaked(n)
+    local text = (n:error_log() or "") .. (helpers.read_file(n.prefix .. "/logs/startup.stderr") or "")
+    assert.is_true(#text > 0)
+    for i, key in ipairs(seen_keys) do
+      local raw = unb64(key)
+      assert.equals(32, raw and #raw, "key #" .. i .. " is not 32 bytes")
+      local forms = {
+        base64 = key,
+        base64url = (key:gsub("=+$", ""):gsub("%+", "-"):gsub("/", "_")),
+        hex = hex(raw),
+        HEX = hex(raw):upper(),
+      }
+      for form_name, s in pairs(forms) do
+        assert.is_nil(text:find(s, 1, true), "key #" .. i .. " in the log as " .. form_name)
+      end
+    end
+    for name, s in pairs(secrets) do
+      assert.is_nil(text:find(s, 1, true), name .. " in the log")
+    end
+  end
+
+  lazy_setup(function()
+    dir = helpers.tmp .. "/api-spec"
+    os.execute("rm -rf " .. shell_quote(dir) .. " && mkdir -p " .. shell_quote(dir))
+    for _, name in ipairs({ "backup", "recovery", "other" }) do
+      local priv, pub = helpers.rsa_pair(2048)
+      paths[name] = dir .. "/" .. name .. ".pem"
+      paths[name .. "_pub"] = dir .. "/" .. name .. ".pub"
+      helpers.write_file(paths[name], priv)
+      helpers.write_file(paths[name .. "_pub"], pub)
+      -- a line from the middle of each private key: never logged
+      local lines = {}
+      for line in priv:gmatch("[^\n]+") do
+        lines[#lines + 1] = line
+      end
+      secrets[name .. " private key"] = lines[math.floor(#lines / 2)]
+    end
+
+    harness_server.create_database(DB)
+    node = new_node("kong-api-a", 18310, {
+      KONG_KEYRING_PUBLIC_KEY = paths.backup_pub,
+      KONG_KEYRING_PRIVATE_KEY = paths.backup,
+      KONG_KEYRING_RECOVERY_PUBLIC_KEY = paths.recovery_pub,
+    })
+    node:start()
+    for _ = 1, 100 do
+      local _, _, json = node:admin("GET", "/keyring")
+      if json and json.active then
+        k1 = json.active
+        break
+      end
+      os.execute("sleep 0.05")
+    end
+    assert(k1, "no key was bootstrapped")
+    assert.equals(201, (node:admin("POST", "/consumers", { username = "api" })))
+  end)
+
+  lazy_teardown(function()
+    if node then
+      node:stop()
+    end
+    harness_server.drop_database(DB)
+    if dir then
+      os.execute("rm -rf " .. shell_quote(dir))
+    end
+  end)
+
+
+  describe("GET /keyring", function()
+    it("answers 200 with the ids as an array and the active id, as the database has them", function()
+      local status, body, json = node:admin("GET", "/keyring")
+      assert.equals(200, status)
+      assert.matches("application/json", node:last_header("Content-Type"), 1, true)
+      assert.matches('^{"ids":%[', body)
+      assert.same({ "active", "ids" }, keys_of(json))
+      assert.same({ k1 }, json.ids)
+      assert.equals(k1, json.active)
+      assert.same({ k1 }, sql("SELECT id FROM keyring_meta"))
+      assert.same({ k1 }, db_active())
+    end)
+  end)
+
+
+  describe("GET /keyring/active", function()
+    it("answers 200 with exactly { id }", function()
+      local status, _, json = node:admin("GET", "/keyring/active")
+      assert.equals(200, status)
+      assert.same({ id = k1 }, json)
+    end)
+  end)
+
+
+  describe("POST /keyring/generate", function()
+    it("answers 201 with the id and 32 key bytes, adds the key without activating it", function()
+      local status, _, json = node:admin("POST", "/keyring/generate")
+      assert.equals(201, status)
+      assert.same({ "id", "key" }, keys_of(json))
+      saw_key(json.key)
+      gen = json
+      assert.matches("^[A-Za-z0-9]+$", gen.id)
+      assert.equals(8, #gen.id)
+      local raw = unb64(gen.key)
+      assert.equals(32, raw and #raw)
+      local now = ring()
+      assert.is_true(contains(now.ids, gen.id))
+      assert.equals(k1, now.active)
+      assert.equals(k1, active_id())
+    end)
+
+    it("records the key in keyring_meta (alive, its check value) and a recovery row", function()
+      assert.same({ "alive" }, sql("SELECT state FROM keyring_meta WHERE id = '" .. gen.id .. "'"))
+      local kcv = sql1("SELECT kcv FROM keyring_meta WHERE id = '" .. gen.id .. "'")
+      assert.is_true(kcv == sha256_hex("kong-keyring-kcv", unb64(gen.key)):sub(1, 32),
+                     "keyring_meta.kcv is not the key's check value")
+      local row = sql("SELECT key_encrypted, recovery_key_id FROM keyring_keys WHERE id = '" .. gen.id .. "'")
+      assert.equals(1, #row)
+      local encrypted, recovery_key_id = row[1]:match("^([^|]+)|(%x+)$")
+      assert.matches("^%$ker%$2%$", encrypted)
+      local der = openssl("pkey -pubin -outform DER", helpers.read_file(paths.recovery_pub))
+      assert.equals(sha256_hex(der), recovery_key_id)
+    end)
+
+    it("adds a key that every worker holds: generated on one, used to encrypt on the other", function()
+      local gen_pid, status, _, made = pinned(node, "POST", "/keyring/generate")
+      assert.equals(201, status)
+      saw_key(made.key)
+      local _, list_status, _, listed = pinned_until(node, function(pid) return pid ~= gen_pid end, "GET", "/keyring")
+      assert.equals(200, list_status)
+      assert.is_true(contains(listed.ids, made.id), "the other worker does not list the new key")
+
+      activate(made.id)
+      local write_pid, cred
+      for i = 1, 40 do
+        local s
+        write_pid, s, _, cred = pinned(node, "POST", "/consumers/api/basic-auth",
+                                       { username = "api-" .. i, password = "pw-" .. i })
+        assert.equals(201, s)
+        if write_pid ~= gen_pid then
+          break
+        end
+      end
+      assert.not_equals(gen_pid, write_pid)
+      local stored = sql1("SELECT password FROM basicauth_credentials WHERE id = '" .. cred.id .. "'")
+      assert.equals("$ke$2$-" .. made.id .. "-", stored:sub(1, 8 + #made.id))
+      local _, read_status, _, read = pinned_until(node, function(pid) return pid == gen_pid end,
+                                                  "GET", "/consumers/api/basic-auth/" .. cred.id)
+      assert.equals(200, read_status)
+      assert.equals(cred.password, read.password)
+      activate(k1)
+    end)
+
+    it("answers 500 { error } and keeps no key when the database refuses it", function()
+      local before = sorted(ring().ids)
+      sql("ALTER TABLE keyring_meta RENAME TO keyring_meta_api_off")
+      finally(function()
+        sql("ALTER TABLE keyring_meta_api_off RENAME TO keyring_meta")
+      end)
+      local status, _, json = node:admin("POST", "/keyring/generate")
+      assert.equals(500, status)
+      assert.same({ "error" }, keys_of(json))
+      assert.matches("keyring_meta", json.error, 1, true)
+      assert.same(before, sorted(ring().ids))
+    end)
+  end)
+
+
+  describe("POST /keyring/activate", function()
+    local function check_active(id)
+      assert.equals(id, active_id())
+      assert.same({ id }, db_active())
+      assert.equals(id, ring().active)
+    end
+
+    it("answers 204 for a JSON body and activates on the node and in the database", function()
+      local status, body = node:admin("POST", "/keyring/activate", { key = gen.id })
+      assert.equals(204, status)
+      assert.equals("", body)
+      check_active(gen.id)
+      assert.same({ "alive" }, sql("SELECT state FROM keyring_meta WHERE id = '" .. k1 .. "'"))
+    end)
+
+    it("answers 204 for a form body", function()
+      assert.equals(204, (node:admin("POST", "/keyring/activate", form({ { "key", k1 } }))))
+      check_active(k1)
+    end)
+
+    it("answers 204 for a multipart body", function()
+      local body, headers = multipart({ { "key", gen.id } })
+      assert.equals(204, (node:admin("POST", "/keyring/activate", body, headers)))
+      check_active(gen.id)
+    end)
+
+    it("answers 204 for the id in the query string", function()
+      assert.equals(204, (node:admin("POST", "/keyring/activate?key=" .. url_escape(k1))))
+      check_active(k1)
+    end)
+
+    it("answers 404 { error = 'not found' } for an unknown id and changes nothing", function()
+      assert_error(404, "not found", node:admin("POST", "/keyring/activate", { key = "nosuchkey" }))
+      check_active(k1)
+      assert.same({}, sql("SELECT id FROM keyring_meta WHERE id = 'nosuchkey'"))
+    end)
+
+    it("answers 400 for an id with '-'", function()
+      local status, _, json = node:admin("POST", "/keyring/activate", { key = "a-b" })
+      assert.equals(400, status)
+      assert.same({ "error" }, keys_of(json))
+      assert.matches("invalid key id", json.error, 1, true)
+      check_active(k1)
+    end)
+  end)
+
+
+  describe("POST /keyring/import/raw", function()
+    local raw_json, raw_form, raw_multi
+
+    local function check_added(id, key)
+      local now = ring()
+      assert.is_true(contains(now.ids, id), id .. " not on the ring")
+      assert.equals(k1, now.active)
+      assert.same({ "alive" }, sql("SELECT state FROM keyring_meta WHERE id = '" .. id .. "'"))
+      local kcv = sql1("SELECT kcv FROM keyring_meta WHERE id = '" .. id .. "'")
+      assert.is_true(kcv == sha256_hex("kong-keyring-kcv", unb64(key)):sub(1, 32),
+                     "keyring_meta.kcv of " .. id .. " is not the key's check value")
+      assert.equals(1, #sql("SELECT id FROM keyring_keys WHERE id = '" .. id .. "'"))
+    end
+
+    lazy_setup(function()
+      raw_json = { id = "rawJson", key = saw_key(new_key(true)) }
+      raw_form = { id = "raw.Form_1", key = saw_key(new_key(true)) }
+      raw_multi = { id = "rawMulti", key = saw_key(new_key(true)) }
+    end)
+
+    it("answers 201 with an empty body for a JSON body; the key is added, not activated", function()
+      local status, body = node:admin("POST", "/keyring/import/raw", { id = raw_json.id, data = raw_json.key })
+      assert.equals(201, status)
+      assert.equals("", body)
+      check_added(raw_json.id, raw_json.key)
+    end)
+
+    it("answers 201 for a form body (base64 '+' and '/' escaped)", function()
+      local status, body = node:admin("POST", "/keyring/import/raw",
+                                      form({ { "id", raw_form.id }, { "data", raw_form.key } }))
+      assert.equals(201, status)
+      assert.equals("", body)
+      check_added(raw_form.id, raw_form.key)
+    end)
+
+    it("answers 201 for a multipart body", function()
+      local body, headers = multipart({ { "id", raw_multi.id }, { "data", raw_multi.key } })
+      local status, res = node:admin("POST", "/keyring/import/raw", body, headers)
+      assert.equals(201, status)
+      assert.equals("", res)
+      check_added(raw_multi.id, raw_multi.key)
+    end)
+
+    it("answers 201 again for the same id and bytes", function()
+      assert.equals(201, (node:admin("POST", "/keyring/import/raw", { id = raw_json.id, data = raw_json.key })))
+      check_added(raw_json.id, raw_json.key)
+    end)
+
+    it("answers 409 for an existing id with other bytes and keeps the first key", function()
+      local kcv = sql1("SELECT kcv FROM keyring_meta WHERE id = '" .. raw_json.id .. "'")
+      assert_error(409, "key '" .. raw_json.id .. "' already exists with different material",
+                   node:admin("POST", "/keyring/import/raw", { id = raw_json.id, data = saw_key(new_key()) }))
+      assert_error(409, "key '" .. k1 .. "' already exists with different material",
+                   node:admin("POST", "/keyring/import/raw", { id = k1, data = saw_key(new_key()) }))
+      assert.equals(kcv, sql1("SELECT kcv FROM keyring_meta WHERE id = '" .. raw_json.id .. "'"))
+      check_added(raw_json.id, raw_json.key)
+    end)
+
+    it("answers 400 for a missing id or data", function()
+      local message = "missing 'id' or 'data' params"
+      assert_error(400, message, node:admin("POST", "/keyring/import/raw", { id = "onlyId" }))
+      assert_error(400, message, node:admin("POST", "/keyring/import/raw", { data = saw_key(new_key()) }))
+      assert_error(400, message, node:admin("POST", "/keyring/import/raw", form({ { "id", "x" }, { "data", "" } })))
+      assert.same({}, sql("SELECT id FROM keyring_meta WHERE id IN ('onlyId', 'x')"))
+    end)
+
+    it("answers 400 'key must be 32 bytes' for 31 and 33 bytes", function()
+      for _, n in ipairs({ 31, 33, 16 }) do
+        assert_error(400, "key must be 32 bytes",
+                     node:admin("POST", "/keyring/import/raw", { id = "short" .. n, data = b64(random_bytes(n)) }))
+      end
+      assert.same({}, sql("SELECT id FROM keyring_meta WHERE id LIKE 'short%'"))
+    end)
+
+    it("answers 400 { error } for data that is not base64", function()
+      for _, data in ipairs({ "not base64 at all!", "%%%%", string.rep("*", 44) }) do
+        local status, _, json = node:admin("POST", "/keyring/import/raw", { id = "notb64", data = data })
+        assert.equals(400, status)
+        assert.same({ "error" }, keys_of(json))
+      end
+      assert.is_false(contains(ring().ids, "notb64"))
+    end)
+
+    it("answers 400 { error } for an id with '-', '$', a space or over 255 chars, and adds nothing", function()
+      for _, id in ipairs({ "a-b", "a$b", "a b", string.rep("i", 256) }) do
+        local status, _, json = node:admin("POST", "/keyring/import/raw", { id = id, data = saw_key(new_key()) })
+        assert.equals(400, status)
+        assert.same({ "error" }, keys_of(json))
+        assert.matches("invalid key id", json.error, 1, true)
+      end
+      for _, id in ipairs(ring().ids) do
+        assert.is_nil(id:find("[%-%$ ]"), "invalid id '" .. id .. "' added")
+      end
+      assert.same({}, sql("SELECT id FROM keyring_meta WHERE id ~ '[-$ ]' OR length(id) > 255"))
+    end)
+  end)
+
+
+  describe("POST /keyring/remove", function()
+    it("answers 409 for the active key and keeps it", function()
+      assert_error(409, "cannot remove active key", node:admin("POST", "/keyring/remove", { key = k1 }))
+      assert.equals(k1, active_id())
+      assert.same({ k1 }, db_active())
+      assert.equals(1, #sql("SELECT id FROM keyring_keys WHERE id = '" .. k1 .. "'"))
+    end)
+
+    it("answers 204 for an unknown id", function()
+      local status, body = node:admin("POST", "/keyring/remove", { key = "nosuchkey" })
+      assert.equals(204, status)
+      assert.equals("", body)
+    end)
+
+    it("answers 204, drops the key and deletes its keyring_meta and keyring_keys rows", function()
+      local _, _, doomed = node:admin("POST", "/keyring/generate")
+      saw_key(doomed.key)
+      assert.equals(1, #sql("SELECT id FROM keyring_meta WHERE id = '" .. doomed.id .. "'"))
+      assert.equals(1, #sql("SELECT id FROM keyring_keys WHERE id = '" .. doomed.id .. "'"))
+      local body, headers = multipart({ { "key", doomed.id } })
+      assert.equals(204, (node:admin("POST", "/keyring/remove", body, headers)))
+      assert.is_false(contains(ring().ids, doomed.id))
+      assert.same({}, sql("SELECT id FROM keyring_meta WHERE id = '" .. doomed.id .. "'"))
+      assert.same({}, sql("SELECT id FROM keyring_keys WHERE id = '" .. doomed.id .. "'"))
+      -- gone for both workers (one shared region)
+      for _ = 1, 6 do
+        assert_error(404, "not found", node:admin("POST", "/keyring/activate", form({ { "key", doomed.id } })))
+      end
+    end)
+
+    it("answers 400 for an id with '-'", function()
+      local status, _, json = node:admin("POST", "/keyring/remove", { key = "a-b" })
+      assert.equals(400, status)
+      assert.matches("invalid key id", json.error, 1, true)
+    end)
+  end)
+
+
+  describe("POST /keyring/export", function()
+    local blob
+
+    it("answers 200 with exactly { data }, a v2 blob holding every key and the active id", function()
+      activate(gen.id)
+      local now = ring()
+      local status, _, json = node:admin("POST", "/keyring/export")
+      assert.equals(200, status)
+      assert.same({ "data" }, keys_of(json))
+      blob = json.data
+      secrets["export blob"] = blob
+      local envelope, inner = open_export(blob, paths.backup)
+      assert.equals(2, envelope.v)
+      assert.is_table(inner, "the export does not open with the backup private key")
+      assert.equals(gen.id, inner.active)
+      assert.same(sorted(now.ids), keys_of(inner.keys))
+      for id, key in pairs(inner.keys) do
+        local raw = unb64(key)
+        assert.equals(32, raw and #raw, id)
+        saw_key(key) -- the bootstrapped key is seen only here
+      end
+      assert.is_true(inner.keys[gen.id] == gen.key, "exported bytes of the generated key differ")
+    end)
+
+    it("answers 400 for an extra parameter", function()
+      assert_error(400, "unknown parameter 'bogus'", node:admin("POST", "/keyring/export", { bogus = "1" }))
+    end)
+  end)
+
+
+  describe("POST /keyring/import", function()
+    local blob, blob_ids
+
+    lazy_setup(function()
+      activate(gen.id)
+      blob_ids = sorted(ring().ids)
+      local _, _, json = node:admin("POST", "/keyring/export")
+      blob = json.data
+    end)
+
+    it("answers 200 { ids, active }, upserts keyring_meta and activates in the database", function()
+      activate(k1)
+      sql("DELETE FROM keyring_meta WHERE id = '" .. gen.id .. "'")
+      sql("DELETE FROM keyring_keys WHERE id = '" .. gen.id .. "'")
+      local status, body, json = node:admin("POST", "/keyring/import", { data = blob })
+      assert.equals(200, status)
+      assert.matches("application/json", node:last_header("Content-Type"), 1, true)
+      assert.matches('^{"ids":%[', body)
+      assert.same({ "active", "ids" }, keys_of(json))
+      assert.same(blob_ids, sorted(json.ids))
+      assert.equals(gen.id, json.active)
+      assert.equals(gen.id, active_id())
+      assert.same({ gen.id }, db_active())
+      assert.same(blob_ids, sorted(sql("SELECT id FROM keyring_meta")))
+      assert.same({ "alive" }, sql("SELECT state FROM keyring_meta WHERE id = '" .. k1 .. "'"))
+      -- the recovery row of the re-imported key is written again
+      assert.equals(1, #sql("SELECT id FROM keyring_keys WHERE id = '" .. gen.id .. "'"))
+    end)
+
+    it("answers 200 for a form body and for a multipart body", function()
+      activate(k1)
+      assert.equals(200, (node:admin("POST", "/keyring/import", form({ { "data", blob } }))))
+      assert.same({ gen.id }, db_active())
+      activate(k1)
+      local body, headers = multipart({ { "data", blob } })
+      assert.equals(200, (node:admin("POST", "/keyring/import", body, headers)))
+      assert.equals(gen.id, active_id())
+      assert.same({ gen.id }, db_active())
+    end)
+
+    it("imports a Kong Enterprise v1 blob and activates its active key everywhere", function()
+      finally(function()
+        activate(k1)
+      end)
+      local key = saw_key(new_key())
+      local ee = ee_blob(paths.backup_pub, { eeKey1 = key }, "eeKey1")
+      secrets["EE blob"] = ee
+      local status, _, json = node:admin("POST", "/keyring/import", { data = ee })
+      assert.equals(200, status)
+      assert.same({ "eeKey1" }, json.ids)
+      assert.equals("eeKey1", json.active)
+      assert.equals("eeKey1", active_id())
+      assert.same({ "eeKey1" }, db_active())
+      assert.is_true(sql1("SELECT kcv FROM keyring_meta WHERE id = 'eeKey1'")
+                     == sha256_hex("kong-keyring-kcv", unb64(key)):sub(1, 32), "kcv of eeKey1")
+    end)
+
+    it("answers 409 for a blob with an id held with other bytes, and imports nothing of it", function()
+      local ee = ee_blob(paths.backup_pub, { [k1] = saw_key(new_key()), eeNew = saw_key(new_key()) }, "eeNew")
+      assert_error(409, "key '" .. k1 .. "' already exists with different material",
+                   node:admin("POST", "/keyring/import", { data = ee }))
+      assert.is_false(contains(ring().ids, "eeNew"))
+      assert.equals(k1, active_id())
+      assert.same({}, sql("SELECT id FROM keyring_meta WHERE id = 'eeNew'"))
+      assert.same({ k1 }, db_active())
+    end)
+
+    it("answers 400 { error } for garbage, JSON that is no blob, and a blob for another key", function()
+      local before = sorted(ring().ids)
+      local bad = {
+        "garbage!",
+        b64("not json"),
+        b64('{"k":"AAAA","n":"AAAA","d":"AAAA"}'),
+        b64('{"v":9,"k":"","n":"","d":""}'),
+        blob:sub(1, -9),
+        ee_blob(paths.other_pub, { eeOther = saw_key(new_key()) }, "eeOther"),
+      }
+      for i, data in ipairs(bad) do
+        local status, _, json = node:admin("POST", "/keyring/import", { data = data })
+        assert.equals(400, status, "bad blob #" .. i)
+        assert.same({ "error" }, keys_of(json))
+        assert.is_string(json.error)
+      end
+      assert.same(before, sorted(ring().ids))
+      assert.same({ k1 }, db_active())
+    end)
+  end)
+
+
+  describe("POST /keyring/vault/sync under the cluster strategy", function()
+    it("answers 400, whatever the parameters", function()
+      local message = "endpoint only supported for 'vault' strategy"
+      assert_error(400, message, node:admin("POST", "/keyring/vault/sync"))
+      assert_error(400, message, node:admin("POST", "/keyring/vault/sync", { token = "api-spec-cluster-token" }))
+      assert_error(400, message, node:admin("POST", "/keyring/vault/sync", { token = 1, bogus = true }))
+      secrets["cluster token"] = "api-spec-cluster-token"
+    end)
+  end)
+
+
+  describe("bad input", function()
+    local before
+
+    lazy_setup(function()
+      before = worker_pids(node)
+    end)
+
+    describe("unknown methods and paths", function()
+      local group_before
+
+      lazy_setup(function()
+        group_before = worker_pids(node)
+      end)
+
+      local CASES = {
+        { "PUT", "/keyring" }, { "DELETE", "/keyring" }, { "POST", "/keyring" },
+        { "POST", "/keyring/active" }, { "PATCH", "/keyring/active" },
+        { "GET", "/keyring/generate" }, { "PUT", "/keyring/generate" },
+        { "GET", "/keyring/activate" }, { "DELETE", "/keyring/activate" },
+        { "GET", "/keyring/remove" }, { "DELETE", "/keyring/remove" },
+        { "GET", "/keyring/export" }, { "GET", "/keyring/import" }, { "PUT", "/keyring/import" },
+        { "GET", "/keyring/import/raw" }, { "PATCH", "/keyring/import/raw" },
+        { "GET", "/keyring/recover" }, { "DELETE", "/keyring/recover" },
+        { "GET", "/keyring/vault/sync" }, { "PUT", "/keyring/vault/sync" },
+      }
+      for _, case in ipairs(CASES) do
+        it(case[1] .. " " .. case[2] .. " answers 405 JSON", function()
+          local status, _, json = node:admin(case[1], case[2], case[1] ~= "GET" and "" or nil)
+          assert.equals(405, status)
+          assert.same({ message = "Method not allowed" }, json)
+        end)
+      end
+
+      it("an unknown /keyring path answers Kong's 404", function()
+        local status, _, json = node:admin("POST", "/keyring/nope")
+        assert.equals(404, status)
+        assert.same({ message = "Not found" }, json)
+      end)
+
+      it("keeps both workers up and logs no alert", function()
+        assert_workers_up(node, group_before)
+      end)
+    end)
+
+    describe("unknown parameters", function()
+      local group_before
+
+      lazy_setup(function()
+        group_before = worker_pids(node)
+      end)
+
+      for _, route in ipairs(ROUTES) do
+        local label = route.method .. " " .. route.path
+
+        it(label .. " answers 400 for an unknown query-string parameter", function()
+          assert_error(400, "unknown parameter 'bogus'", node:admin(route.method, route.path .. "?bogus=1"))
+        end)
+
+        if route.method == "POST" then
+          -- a valid request plus one unknown parameter must not act
+          local function valid_fields()
+            local fields = {}
+            for _, p in ipairs(route.params) do
+              fields[#fields + 1] = { p, p == "key" and k1 or "x" }
+            end
+            fields[#fields + 1] = { "bogus", "1" }
+            return fields
+          end
+
+          it(label .. " answers 400 for an unknown parameter in JSON, form and multipart bodies", function()
+            local ids = sorted(ring().ids)
+            local json_body = {}
+            for _, f in ipairs(valid_fields()) do
+              json_body[f[1]] = f[2]
+            end
+            assert_error(400, "unknown parameter 'bogus'", node:admin("POST", route.path, json_body))
+            assert_error(400, "unknown parameter 'bogus'", node:admin("POST", route.path, form(valid_fields())))
+            assert_error(400, "unknown parameter 'bogus'", node:admin("POST", route.path, multipart(valid_fields())))
+            assert.same(ids, sorted(ring().ids))
+            assert.equals(k1, active_id())
+          end)
+
+          it(label .. " answers 400 for a JSON array body (its indexes are parameters)", function()
+            assert_error(400, "unknown parameter '1'", node:admin("POST", route.path, '["x"]', { JSON_CT }))
+          end)
+
+          it(label .. " never echoes a parameter name that could be key material", function()
+            local key = saw_key(new_key())
+            for _, body in ipairs({ key, url_escape(key), hex(unb64(key)) }) do
+              local status, res, json = node:admin("POST", route.path, body)
+              assert.equals(400, status)
+              assert.same({ error = "unknown parameter (name not shown)" }, json)
+              assert.is_true(#res < 60)
+            end
+          end)
+        end
+      end
+
+      it("keeps both workers up and logs no alert", function()
+        assert_workers_up(node, group_before)
+      end)
+    end)
+
+    describe("wrong types", function()
+      local group_before
+
+      lazy_setup(function()
+        group_before = worker_pids(node)
+      end)
+
+      local JSON_VALUES = { number = "1", float = "1.5", array = '["x"]', object = '{"a":"x"}', bool = "true",
+                            empty_array = "[]" }
+
+      for _, route in ipairs(ROUTES) do
+        for _, param in ipairs(route.method == "POST" and route.params or {}) do
+          local label = route.path .. " '" .. param .. "'"
+          local message = "'" .. param .. "' must be a string"
+
+          it(label .. " as a JSON number, float, array, object or bool answers 400", function()
+            for kind, v in pairs(JSON_VALUES) do
+              local body = '{"' .. param .. '":' .. v .. "}"
+              local status, _, json = node:admin("POST", route.path, body, { JSON_CT })
+              assert.equals(400, status, kind)
+              assert.same({ error = message }, json, kind)
+            end
+          end)
+
+          it(label .. " repeated or nested in a form, multipart body or query string answers 400", function()
+            local p = url_escape(param)
+            assert_error(400, message, node:admin("POST", route.path, p .. "=a&" .. p .. "=b"))
+            assert_error(400, message, node:admin("POST", route.path, p .. "%5B%5D=a"))
+            assert_error(400, message, node:admin("POST", route.path, p .. ".x=a"))
+            assert_error(400, message, node:admin("POST", route.path, multipart({ { param, "a" }, { param, "b" } })))
+            assert_error(400, message, node:admin("POST", route.path .. "?" .. p .. "=a&" .. p .. "=b"))
+          end)
+        end
+      end
+
+      it("keeps both workers up and logs no alert", function()
+        assert_workers_up(node, group_before)
+      end)
+    end)
+
+    describe("missing parameters and invalid JSON", function()
+      local group_before
+
+      lazy_setup(function()
+        group_before = worker_pids(node)
+      end)
+
+      for _, route in ipairs(ROUTES) do
+        if route.missing then
+          local label = route.method .. " " .. route.path
+
+          it(label .. " answers 400 without its parameters: no body, {}, null and empty values", function()
+            local empty_json = {}
+            local empty_form = {}
+            for _, p in ipairs(route.params) do
+              empty_json[#empty_json + 1] = '"' .. p .. '":null'
+              empty_form[#empty_form + 1] = { p, "" }
+            end
+            assert_error(400, route.missing, node:admin("POST", route.path))
+            assert_error(400, route.missing, node:admin("POST", route.path, "{}", { JSON_CT }))
+            assert_error(400, route.missing, node:admin("POST", route.path, "null", { JSON_CT }))
+            assert_error(400, route.missing, node:admin("POST", route.path, '"a string"', { JSON_CT }))
+            assert_error(400, route.missing,
+                         node:admin("POST", route.path, "{" .. concat(empty_json, ",") .. "}", { JSON_CT }))
+            assert_error(400, route.missing, node:admin("POST", route.path, form(empty_form)))
+            assert_error(400, route.missing, node:admin("POST", route.path, multipart(empty_form)))
+            assert_error(400, route.missing, node:admin("POST", route.path, route.params[1])) -- "name" without '='
+          end)
+        end
+
+        if route.method == "POST" then
+          it(route.path .. " answers the router's 400 for a body that is not JSON", function()
+            for _, body in ipairs({ "{", '{"key":', "{'key':'x'}", "key=x", "\0\1\2" }) do
+              local status, _, json = node:admin("POST", route.path, body, { JSON_CT })
+              assert.equals(400, status)
+              assert.same({ message = "Cannot parse JSON body" }, json)
+            end
+          end)
+        end
+      end
+
+      it("keeps both workers up and logs no alert", function()
+        assert_workers_up(node, group_before)
+      end)
+    end)
+
+    describe("body size", function()
+      local group_before
+
+      lazy_setup(function()
+        group_before = worker_pids(node)
+      end)
+
+      -- a JSON body of exactly `size` bytes: { "<param>": "AAAA..." } plus the route's other parameters
+      local function json_of_size(route, size)
+        local head = "{"
+        local param = route.params[#route.params] or "pad"
+        for i = 1, #route.params - 1 do
+          head = head .. '"' .. route.params[i] .. '":"big",'
+        end
+        head = head .. '"' .. param .. '":"'
+        return head .. string.rep("A", size - #head - 2) .. '"}'
+      end
+
+      for _, route in ipairs(ROUTES) do
+        if route.method == "POST" then
+          it(route.path .. " answers 4xx JSON to a body of exactly 10 MiB (it reaches the handler)", function()
+            local body = json_of_size(route, MAX_BODY)
+            assert.equals(MAX_BODY, #body)
+            local status, res, json = node:admin("POST", route.path, body, { JSON_CT })
+            assert.is_true(status >= 400 and status < 500, "status " .. tostring(status))
+            assert.is_table(json, res:sub(1, 200))
+            assert.same({ "error" }, keys_of(json))
+            assert.is_true(#json.error < 200, "the error echoes the body")
+          end)
+        end
+      end
+
+      it("answers 4xx JSON to a 10 MiB form body without '=' (an unknown parameter, name not shown)", function()
+        local status, res, json = node:admin("POST", "/keyring/import/raw", string.rep("A", MAX_BODY))
+        assert.equals(400, status)
+        assert.same({ error = "unknown parameter (name not shown)" }, json)
+        assert.is_true(#res < 200)
+      end)
+
+      it("answers 4xx JSON to a 10 MiB multipart body", function()
+        local boundary = "kong-api-spec-size"
+        local head = multipart({ { "data", "" } }, boundary)
+        local body, headers = multipart({ { "data", string.rep("A", MAX_BODY - #head) } }, boundary)
+        assert.equals(MAX_BODY, #body)
+        local status, _, json = node:admin("POST", "/keyring/import", body, headers)
+        assert.equals(400, status)
+        assert.same({ "error" }, keys_of(json))
+      end)
+
+      -- as in Kong: nginx refuses a body over client_max_body_size before any
+      -- Lua runs, with its own HTML page, not a JSON body
+      it("one byte over 10 MiB is nginx's 413 HTML page, as in Kong", function()
+        for _, path in ipairs({ "/keyring/import", "/keyring/import/raw", "/keyring/activate" }) do
+          local route
+          for _, r in ipairs(ROUTES) do
+            if r.path == path then
+              route = r
+            end
+          end
+          local status, res, json = node:admin("POST", path, json_of_size(route, MAX_BODY + 1), { JSON_CT })
+          assert.equals(413, status)
+          assert.is_nil(json)
+          assert.matches("<title>413 Request Entity Too Large</title>", res, 1, true)
+        end
+        assert.is_true(#node:log_lines("client intended to send too large body: " .. (MAX_BODY + 1) .. " bytes") >= 3)
+      end)
+
+      it("keeps both workers up and logs no alert", function()
+        assert_workers_up(node, group_before)
+      end)
+    end)
+
+    it("leaves the ring as it was", function()
+      assert.equals(k1, active_id())
+      assert.same({ k1 }, db_active())
+      assert_workers_up(node, before)
+    end)
+  end)
+
+
+  describe("after a restart (keys lost, recovery rows in the database)", function()
+    local db_ids, db_active_id, cred
+
+    lazy_setup(function()
+      local status
+      status, _, cred = node:admin("POST", "/consumers/api/basic-auth", { username = "api-recover", password = "pw" })
+      assert.equals(201, status)
+      node:restart()
+      -- a row no private key opens
+      sql("INSERT INTO keyring_keys (id, key_encrypted, recovery_key_id) VALUES ('brokenRow', '$ker$2$AAAA', 'x')")
+      db_ids = sorted(sql("SELECT id FROM keyring_keys"))
+      db_active_id = sql1("SELECT id FROM keyring_meta WHERE state = 'active'")
+    end)
+
+    it("GET /keyring answers { ids = [] } without 'active'", function()
+      local status, body = node:admin("GET", "/keyring")
+      assert.equals(200, status)
+      assert.equals('{"ids":[]}', body)
+    end)
+
+    it("GET /keyring/active answers 503", function()
+      assert_error(503, "active key id not found", node:admin("GET", "/keyring/active"))
+    end)
+
+    it("POST /keyring/recover answers 400 for a public key", function()
+      local pem = helpers.read_file(paths.recovery_pub)
+      assert_error(400, "recovery needs a private key", node:admin("POST", "/keyring/recover", { recovery_private_key = pem }))
+      assert_error(400, "recovery needs a private key",
+                   node:admin("POST", "/keyring/recover", { recovery_private_key = b64(pem) }))
+      assert.equals('{"ids":[]}', select(2, node:admin("GET", "/keyring")))
+    end)
+
+    it("POST /keyring/recover answers 400 { error } for text that is no key", function()
+      for _, text in ipairs({ "not a pem", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n" }) do
+        local status, _, json = node:admin("POST", "/keyring/recover", { recovery_private_key = text })
+        assert.equals(400, status)
+        assert.same({ "error" }, keys_of(json))
+      end
+    end)
+
+    it("POST /keyring/recover with another private key recovers nothing", function()
+      local status, _, json = node:admin("POST", "/keyring/recover",
+                                         { recovery_private_key = helpers.read_file(paths.other) })
+      assert.equals(200, status)
+      assert.equals("successfully recovered 0 keys", json.message)
+      assert.same({}, json.recovered)
+      assert.same(sorted(db_ids), sorted(json.not_recovered))
+      assert.equals('{"ids":[]}', select(2, node:admin("GET", "/keyring")))
+    end)
+
+    it("POST /keyring/recover (multipart) recovers every row it opens and activates the database's active key", function()
+      local body, headers = multipart({ { "recovery_private_key", helpers.read_file(paths.recovery) } })
+      local status, res, json = node:admin("POST", "/keyring/recover", body, headers)
+      assert.equals(200, status)
+      assert.matches('"recovered":[', res, 1, true)
+      assert.same({ "message", "not_recovered", "recovered" }, keys_of(json))
+      local expected = {}
+      for _, id in ipairs(db_ids) do
+        if id ~= "brokenRow" then
+          expected[#expected + 1] = id
+        end
+      end
+      assert.same(expected, sorted(json.recovered))
+      assert.same({ "brokenRow" }, json.not_recovered)
+      assert.equals("successfully recovered " .. #expected .. " keys", json.message)
+      local now = ring()
+      assert.same(expected, sorted(now.ids))
+      assert.equals(db_active_id, now.active)
+      assert.same({ id = db_active_id }, select(3, node:admin("GET", "/keyring/active")))
+    end)
+
+    it("the recovered keys decrypt on both workers", function()
+      local pids = {}
+      for _ = 1, 40 do
+        local pid, status, _, read = pinned(node, "GET", "/consumers/api/basic-auth/" .. cred.id)
+        assert.equals(200, status)
+        assert.equals(cred.password, read.password)
+        pids[pid] = true
+        if #keys_of(pids) == 2 then
+          break
+        end
+      end
+      assert.equals(2, #keys_of(pids))
+    end)
+
+    it("POST /keyring/recover (JSON) again answers 200 and keeps the ring", function()
+      local status, _, json = node:admin("POST", "/keyring/recover",
+                                         { recovery_private_key = helpers.read_file(paths.recovery) })
+      assert.equals(200, status)
+      assert.same({ "brokenRow" }, json.not_recovered)
+      assert.equals(db_active_id, active_id())
+    end)
+  end)
+
+
+  describe("error.log of the node", function()
+    it("holds no key byte, no export blob, no private key and no secret body", function()
+      assert.is_true(#seen_keys >= 10)
+      assert_nothing_leaked(node)
+    end)
+
+    it("holds no alert and no worker crash", function()
+      local log = node:error_log()
+      assert.is_nil(log:find("[alert]", 1, true))
+      assert.is_nil(log:find("exited on signal", 1, true))
+      assert.same({}, node:log_lines("An unexpected error occurred"))
+    end)
+  end)
+
+
+  describe("on a node without backup keys", function()
+    local bare
+
+    lazy_setup(function()
+      bare = new_node("kong-api-b", 18312, {})
+      bare:start()
+    end)
+
+    lazy_teardown(function()
+      bare:stop()
+    end)
+
+    it("POST /keyring/export answers 500 'missing backup public key'", function()
+      assert_error(500, "missing backup public key", bare:admin("POST", "/keyring/export"))
+    end)
+
+    it("POST /keyring/import answers 500 'missing backup private key'", function()
+      assert_error(500, "missing backup private key", bare:admin("POST", "/keyring/import", { data = "eA==" }))
+    end)
+  end)
+
+
+  describe("under the vault strategy", function()
+    local vault, before
+
+    lazy_setup(function()
+      vault = new_node("kong-api-c", 18314, {
+        KONG_KEYRING_STRATEGY = "vault",
+        KONG_KEYRING_VAULT_HOST = "http://127.0.0.1:18319", -- nothing listens there
+        KONG_KEYRING_VAULT_MOUNT = "secret",
+        KONG_KEYRING_VAULT_PATH = "kong/keyring",
+      })
+      vault:start()
+      before = worker_pids(vault)
+    end)
+
+    lazy_teardown(function()
+      vault:stop()
+    end)
+
+    it("answers 400 on every cluster-only route", function()
+      for _, path in ipairs(CLUSTER_ONLY) do
+        assert_error(400, "endpoint only supported for 'cluster' strategy", vault:admin("POST", path, { key = "x" }))
+      end
+    end)
+
+    it("answers GET /keyring", function()
+      local status, body = vault:admin("GET", "/keyring")
+      assert.equals(200, status)
+      assert.matches('^{"ids":%[', body)
+    end)
+
+    it("POST /keyring/vault/sync checks its parameters", function()
+      assert_error(400, "unknown parameter 'bogus'", vault:admin("POST", "/keyring/vault/sync", { bogus = "1" }))
+      assert_error(400, "'token' must be a string", vault:admin("POST", "/keyring/vault/sync", { token = 1 }))
+      assert_error(400, "'token' must be a string", vault:admin("POST", "/keyring/vault/sync", form({ { "token", "a" },
+                                                                                                        { "token", "b" } })))
+    end)
+
+    it("POST /keyring/vault/sync with an unreachable Vault answers 500 { error } and does not log the token", function()
+      local token = "s.api-spec-" .. hex(random_bytes(12))
+      secrets["vault token"] = token
+      local status, _, json = vault:admin("POST", "/keyring/vault/sync", { token = token })
+      assert.equals(500, status)
+      assert.same({ "error" }, keys_of(json))
+      assert.is_nil(json.error:find(token, 1, true))
+      assert_nothing_leaked(vault)
+    end)
+
+    it("keeps both workers up and logs no alert", function()
+      assert_workers_up(vault, before)
+    end)
+  end)
+
+
+  describe("with the keyring disabled", function()
+    local off
+
+    lazy_setup(function()
+      off = new_node("kong-api-d", 18316, { KONG_KEYRING_ENABLED = "off" })
+      off:start()
+    end)
+
+    lazy_teardown(function()
+      off:stop()
+    end)
+
+    it("answers 400 'keyring is not enabled' on every route", function()
+      for _, route in ipairs(ROUTES) do
+        assert_error(400, "keyring is not enabled", off:admin(route.method, route.path))
+      end
+      assert_error(400, "keyring is not enabled", off:admin("POST", "/keyring/vault/sync"))
+      assert.same({}, off:log_lines("An unexpected error occurred"))
+    end)
+  end)
+end)
