@@ -506,6 +506,31 @@ describe("Plugin: keyring Admin API [#postgres]", function()
       assert.same({}, sql("SELECT id FROM keyring_meta WHERE id = 'nosuchkey'"))
     end)
 
+    it("answers 500 { error } when the database refuses it, keeps the node's active key, and recovers", function()
+      sql("ALTER TABLE keyring_meta RENAME TO keyring_meta_api_off")
+      local renamed = true
+      finally(function()
+        if renamed then
+          sql("ALTER TABLE keyring_meta_api_off RENAME TO keyring_meta")
+        end
+      end)
+      -- several times, so that both workers (and their connections) see the error
+      for _ = 1, 6 do
+        local status, _, json = node:admin("POST", "/keyring/activate", { key = gen.id })
+        assert.equals(500, status)
+        assert.matches("keyring_meta", json.error, 1, true)
+        assert.equals(k1, active_id())
+      end
+      sql("ALTER TABLE keyring_meta_api_off RENAME TO keyring_meta")
+      renamed = false
+      -- no connection was left inside an aborted transaction
+      for _ = 1, 6 do
+        activate(gen.id)
+        activate(k1)
+      end
+      check_active(k1)
+    end)
+
     it("answers 400 for an id with '-'", function()
       local status, _, json = node:admin("POST", "/keyring/activate", { key = "a-b" })
       assert.equals(400, status)
@@ -1063,6 +1088,14 @@ describe("Plugin: keyring Admin API [#postgres]", function()
       sql("INSERT INTO keyring_keys (id, key_encrypted, recovery_key_id) VALUES ('brokenRow', '$ker$2$AAAA', 'x')")
       db_ids = sorted(sql("SELECT id FROM keyring_keys"))
       db_active_id = sql1("SELECT id FROM keyring_meta WHERE state = 'active'")
+    end)
+
+    it("POST /keyring/remove of the database's active key answers 409 and keeps its rows", function()
+      local status, _, json = node:admin("POST", "/keyring/remove", { key = db_active_id })
+      assert.equals(409, status)
+      assert.same({ error = "cannot remove active key" }, json)
+      assert.same({ db_active_id }, db_active())
+      assert.same({ db_active_id }, sql("SELECT id FROM keyring_keys WHERE id = '" .. db_active_id .. "'"))
     end)
 
     it("GET /keyring answers { ids = [] } without 'active'", function()

@@ -77,6 +77,11 @@ function _M:backup(id)
 end
 
 
+-- Several statements sent in one simple query run as one implicit
+-- transaction, rolled back as a whole on error. No explicit BEGIN/COMMIT: a
+-- failed statement would leave a pooled connection in an aborted transaction.
+
+
 --- Marks `id` active and every other id alive, in one transaction.
 function _M:activated(id)
   local kcv, err = keyring.check_value(id)
@@ -84,20 +89,29 @@ function _M:activated(id)
     return nil, err
   end
   return self:query(fmt([[
-    BEGIN;
     UPDATE keyring_meta SET state = 'alive', updated_at = CURRENT_TIMESTAMP(0)
       WHERE state = 'active' AND id <> %s;
     INSERT INTO keyring_meta (id, state, kcv) VALUES (%s, 'active', %s)
       ON CONFLICT (id) DO UPDATE SET state = 'active', kcv = EXCLUDED.kcv, updated_at = CURRENT_TIMESTAMP(0);
-    COMMIT;
   ]], self:lit(id), self:lit(id), self:lit(kcv)))
 end
 
 
---- Forgets `id` in the database (its meta and recovery rows).
+--- Forgets `id` in the database (its meta and recovery rows), unless the
+-- database marks it active: this node may simply not hold the cluster's
+-- active key (after a restart), while other nodes still write with it.
 function _M:removed(id)
-  return self:query(fmt("DELETE FROM keyring_meta WHERE id = %s; DELETE FROM keyring_keys WHERE id = %s;",
-                        self:lit(id), self:lit(id)))
+  local rows, err = self:query(fmt("SELECT 1 FROM keyring_meta WHERE id = %s AND state = 'active';", self:lit(id)))
+  if not rows then
+    return nil, err
+  end
+  if rows[1] then
+    return nil, "cannot remove active key"
+  end
+  return self:query(fmt([[
+    DELETE FROM keyring_meta WHERE id = %s AND state <> 'active';
+    DELETE FROM keyring_keys WHERE id = %s AND NOT EXISTS (SELECT 1 FROM keyring_meta WHERE id = %s);
+  ]], self:lit(id), self:lit(id), self:lit(id)))
 end
 
 

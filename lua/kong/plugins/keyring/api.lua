@@ -213,13 +213,18 @@ return {
       if not id then
         return fail(400, "missing 'key' param")
       end
-      local ok, err = keyring.remove(id)
+      if keyring.active_id() == id then
+        return fail(409, "cannot remove active key")
+      end
+      -- the database first: it refuses the cluster's active key even when
+      -- this node does not hold it
+      local ok, err = state.strategy:removed(id)
+      if not ok then
+        return fail(status_of(err) == 409 and 409 or 500, err)
+      end
+      ok, err = keyring.remove(id)
       if not ok then
         return fail(status_of(err), err)
-      end
-      ok, err = state.strategy:removed(id)
-      if not ok then
-        return fail(500, err)
       end
       log("key '", id, "' removed")
       return kong.response.exit(204)
