@@ -37,12 +37,6 @@ local ROUTES = {
     missing = "missing 'recovery_private_key' param" },
 }
 
-local CLUSTER_ONLY = {
-  "/keyring/generate", "/keyring/activate", "/keyring/remove", "/keyring/export",
-  "/keyring/import", "/keyring/import/raw", "/keyring/recover",
-}
-
-
 -- small helpers ------------------------------------------------------------
 
 local function random_bytes(n)
@@ -1217,54 +1211,19 @@ describe("Plugin: keyring Admin API [#postgres]", function()
 
 
   describe("under the vault strategy", function()
-    local vault, before
-
-    lazy_setup(function()
-      vault = new_node("kong-api-c", 18314, {
+    it("start-up stops, naming the option: the strategy is not in this version", function()
+      local vault = new_node("kong-api-c", 18314, {
         KONG_KEYRING_STRATEGY = "vault",
-        KONG_KEYRING_VAULT_HOST = "http://127.0.0.1:18319", -- nothing listens there
+        KONG_KEYRING_VAULT_HOST = "http://127.0.0.1:18319",
         KONG_KEYRING_VAULT_MOUNT = "secret",
         KONG_KEYRING_VAULT_PATH = "kong/keyring",
       })
-      vault:start()
-      before = worker_pids(vault)
-    end)
-
-    lazy_teardown(function()
-      vault:stop()
-    end)
-
-    it("answers 400 on every cluster-only route", function()
-      for _, path in ipairs(CLUSTER_ONLY) do
-        assert_error(400, "endpoint only supported for 'cluster' strategy", vault:admin("POST", path, { key = "x" }))
-      end
-    end)
-
-    it("answers GET /keyring", function()
-      local status, body = vault:admin("GET", "/keyring")
-      assert.equals(200, status)
-      assert.matches('^{"ids":%[', body)
-    end)
-
-    it("POST /keyring/vault/sync checks its parameters", function()
-      assert_error(400, "unknown parameter 'bogus'", vault:admin("POST", "/keyring/vault/sync", { bogus = "1" }))
-      assert_error(400, "'token' must be a string", vault:admin("POST", "/keyring/vault/sync", { token = 1 }))
-      assert_error(400, "'token' must be a string", vault:admin("POST", "/keyring/vault/sync", form({ { "token", "a" },
-                                                                                                        { "token", "b" } })))
-    end)
-
-    it("POST /keyring/vault/sync with an unreachable Vault answers 500 { error } and does not log the token", function()
-      local token = "s.api-spec-" .. hex(random_bytes(12))
-      secrets["vault token"] = token
-      local status, _, json = vault:admin("POST", "/keyring/vault/sync", { token = token })
-      assert.equals(500, status)
-      assert.same({ "error" }, keys_of(json))
-      assert.is_nil(json.error:find(token, 1, true))
-      assert_nothing_leaked(vault)
-    end)
-
-    it("keeps both workers up and logs no alert", function()
-      assert_workers_up(vault, before)
+      finally(function()
+        vault:stop()
+      end)
+      local ok, err = pcall(vault.start, vault)
+      assert.falsy(ok)
+      assert.matches("keyring_strategy (KONG_KEYRING_STRATEGY): 'vault' is not available", tostring(err), 1, true)
     end)
   end)
 

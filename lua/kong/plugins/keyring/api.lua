@@ -311,11 +311,7 @@ return {
   -- SPEC §7: the token is optional and never logged, stored or broadcast
   ["/keyring/vault/sync"] = {
     POST = endpoint({ strategy = "vault", params = { "token" } }, function(params)
-      local strategy = state.strategy
-      if type(strategy.sync) ~= "function" then
-        return fail(500, "vault strategy not available on this node")
-      end
-      local ok, err = strategy:sync(params.token)
+      local ok, err = state.strategy:sync(params.token)
       if not ok then
         return fail(500, err)
       end

@@ -251,6 +251,11 @@ function _M.at_load()
     return
   end
 
+  if conf.keyring_strategy ~= "cluster" then
+    error("keyring_strategy (KONG_KEYRING_STRATEGY): '" .. conf.keyring_strategy
+          .. "' is not available in this version of kong-keyring, only 'cluster' is", 0)
+  end
+
   if ngx.IS_CLI then
     -- `kong config db_import` / `db_export`: no key region here (SPEC §9a)
     transform.go_offline()
