@@ -15,8 +15,7 @@ describe("Plugin: keyring (field encryption) [#postgres]", function()
 
   -- the first column of the first row
   local function psql(sql)
-    local _, out = node:psql(sql)
-    return (out:gsub("\n$", ""))
+    return node:psql_text(sql)
   end
 
   lazy_setup(function()
@@ -32,15 +31,7 @@ describe("Plugin: keyring (field encryption) [#postgres]", function()
     }
     node:start()
     -- the first node of a cluster generates and activates the first key
-    for _ = 1, 100 do
-      local _, _, json = admin("GET", "/keyring")
-      if json and json.active then
-        key_id = json.active
-        break
-      end
-      os.execute("sleep 0.05")
-    end
-    assert(key_id, "no key was bootstrapped")
+    key_id = node:wait_active_key()
   end)
 
   lazy_teardown(function()
@@ -117,13 +108,42 @@ describe("Plugin: keyring (field encryption) [#postgres]", function()
       assert.equals(201, status)
     end)
 
-    it("encrypts fields in records, arrays of records and arrays of strings", function()
-      local raw = psql("SELECT config::text FROM plugins WHERE id = '" .. plugin.id .. "'")
-      for _, plain in ipairs({ "top-secret", "redis-pass", "header-one", "header-two", "token-one", "token-two" }) do
-        assert.is_nil(raw:find(plain, 1, true), plain .. " stored in plaintext")
+    local SECRETS = { "top-secret", "redis-pass", "header-one", "header-two", "token-one", "token-two" }
+
+    local function stored(path)
+      return psql("SELECT config #>> '{" .. path .. "}' FROM plugins WHERE id = '" .. plugin.id .. "'")
+    end
+
+    it("stores a v2 value bound to the row in records, arrays of records and arrays of strings", function()
+      for _, path in ipairs({ "secret", "redis,password", "headers,0,value", "headers,1,value",
+                              "tokens,0", "tokens,1" }) do
+        assert.matches(MARKED, stored(path), 1, false, path)
       end
-      assert.truthy(raw:find("visible", 1, true))
-      assert.truthy(raw:find("$ke$2$-", 1, true))
+      -- fields not marked encrypted are left as they are
+      assert.equals("visible", stored("label"))
+      assert.equals("r1", stored("redis,host"))
+      assert.equals("a", stored("headers,0,name"))
+    end)
+
+    it("never writes a config secret to the database", function()
+      local ok, dump = helpers.run("pg_dump -h 127.0.0.1 -p 55432 -U postgres --data-only " .. DB)
+      assert(ok, dump)
+      assert.truthy(dump:find("visible", 1, true))
+      for _, plain in ipairs(SECRETS) do
+        assert.is_nil(dump:find(plain, 1, true), plain .. " is in pg_dump")
+      end
+    end)
+
+    it("keeps every secret encrypted through a PATCH of another config field", function()
+      local before = stored("redis,password")
+      local status = admin("PATCH", "/plugins/" .. plugin.id, { config = { label = "still-visible" } })
+      assert.equals(200, status)
+      assert.equals("still-visible", stored("label"))
+      assert.matches(MARKED, stored("secret"))
+      assert.matches(MARKED, stored("redis,password"))
+      assert.matches(MARKED, stored("headers,1,value"))
+      -- re-encrypted with a fresh nonce, not the same bytes written back
+      assert.not_equals(before, stored("redis,password"))
     end)
 
     it("refuses a value copied from another row with 400 and keeps the row", function()

@@ -342,15 +342,7 @@ describe("Plugin: keyring Admin API [#postgres]", function()
       KONG_KEYRING_RECOVERY_PUBLIC_KEY = paths.recovery_pub,
     })
     node:start()
-    for _ = 1, 100 do
-      local _, _, json = node:admin("GET", "/keyring")
-      if json and json.active then
-        k1 = json.active
-        break
-      end
-      os.execute("sleep 0.05")
-    end
-    assert(k1, "no key was bootstrapped")
+    k1 = node:wait_active_key()
     assert.equals(201, (node:admin("POST", "/consumers", { username = "api" })))
   end)
 

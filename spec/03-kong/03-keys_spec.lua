@@ -27,8 +27,7 @@ describe("Plugin: keyring (keys missing, disabled, db_import) [#postgres]", func
   end
 
   local function psql(sql)
-    local _, out = node:psql(sql)
-    return (out:gsub("\n$", ""))
+    return node:psql_text(sql)
   end
 
   -- status and seconds, measured by curl itself (no process start-up in it)
@@ -68,11 +67,7 @@ describe("Plugin: keyring (keys missing, disabled, db_import) [#postgres]", func
     harness_server.create_database(DB)
     node = new_node("kong-keys", 18320, true)
     node:start()
-    key_id = wait_for(function()
-      local _, _, json = node:admin("GET", "/keyring")
-      return json and json.active
-    end)
-    assert(key_id, "no key was bootstrapped")
+    key_id = node:wait_active_key()
 
     local status
     status = node:admin("POST", "/consumers", { username = "alice" })

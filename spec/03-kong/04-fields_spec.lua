@@ -22,8 +22,7 @@ describe("Plugin: keyring (field kinds, start-up) [#postgres]", function()
   end
 
   local function psql(sql)
-    local _, out = node:psql(sql)
-    return (out:gsub("\n$", ""))
+    return node:psql_text(sql)
   end
 
   -- every row of every table, as PostgreSQL itself dumps it
@@ -47,15 +46,7 @@ describe("Plugin: keyring (field kinds, start-up) [#postgres]", function()
     harness_server.create_database(DB)
     node = new_node("kong-fields", 18330, { KONG_KEYRING_ENABLED = "on" })
     node:start()
-    for _ = 1, 100 do
-      local _, _, json = node:admin("GET", "/keyring")
-      if json and json.active then
-        key_id = json.active
-        break
-      end
-      os.execute("sleep 0.05")
-    end
-    assert(key_id, "no key was bootstrapped")
+    key_id = node:wait_active_key()
   end)
 
   lazy_teardown(function()

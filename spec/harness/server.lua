@@ -6,6 +6,7 @@
 --   local node = harness_server.new {
 --     name = "kong-a", proxy_port = 18200, admin_port = 18201,
 --     plugins = { "keyring" },                  -- load order; basic-auth is bundled
+--     vaults = { "probe-vault" },               -- kong.vaults.<name> (default none)
 --     env = { KONG_KEYRING_ENABLED = "on", KONG_DB_UPDATE_FREQUENCY = "1" },
 --     db = { port = 55432, database = "kong_spec_x" },
 --   }
@@ -17,7 +18,7 @@
 -- Everything listens on 127.0.0.1; the prefix is .tmp/nginx-<name> (so the
 -- project's leak sweep and test.sh clean-up see it). lua_package_path:
 -- opts.lua_path, lua/, spec/harness/ (the kong.* stand-ins),
--- spec/harness/fixtures/, spec/fixtures/ (fixture plugins), spec/.
+-- spec/harness/fixtures/, spec/fixtures/ (fixture plugins and vaults), spec/.
 
 local helpers = require "helpers"
 local json = require "harness.json"
@@ -116,7 +117,7 @@ local function sorted_keys(t)
 end
 
 
---- A node (not started). opts: name, proxy_port, admin_port, plugins, env,
+--- A node (not started). opts: name, proxy_port, admin_port, plugins, vaults, env,
 -- db = { host, port, database, user }, log_level, lua_path (extra entries),
 -- shared_dicts ({ name = "1m" }), cli (true: `ngx.IS_CLI` set before init,
 -- as Kong's CLI does, so the plugin takes its `kong config` path).
@@ -136,6 +137,7 @@ function _M.new(opts)
       user = db.user or "postgres",
     },
     plugins = opts.plugins or {},
+    vaults = opts.vaults or {},
     log_level = opts.log_level or "info",
     lua_path = opts.lua_path,
     shared_dicts = opts.shared_dicts or {},
@@ -176,6 +178,7 @@ function node_mt:conf()
   end
   local opts = assert(json.encode({
     plugins = json.as_array(self.plugins),
+    vaults = json.as_array(self.vaults),
     pg_host = self.db.host,
     pg_port = self.db.port,
     pg_database = self.db.database,
@@ -351,6 +354,27 @@ function node_mt:psql(sql)
     rows[#rows + 1] = line
   end
   return rows, out
+end
+
+
+--- The whole output of `psql(sql)` without its final newline (one value, or
+-- a multi-line text value).
+function node_mt:psql_text(sql)
+  local _, out = self:psql(sql)
+  return (out:gsub("\n$", ""))
+end
+
+
+--- Waits (up to 5 s) until GET /keyring names an active key; returns its id.
+function node_mt:wait_active_key()
+  for _ = 1, 100 do
+    local _, _, json = self:admin("GET", "/keyring")
+    if json and json.active then
+      return json.active
+    end
+    os.execute("sleep 0.05")
+  end
+  error("no active key on " .. self.name .. " after 5 s", 2)
 end
 
 
