@@ -52,7 +52,13 @@ function _M.load(opts)
   end
   conf.plugins = names
   conf.loaded_plugins = set
-  conf.loaded_vaults = {}
+  local vault_names, vault_set = {}, {}
+  for i, name in ipairs(conf.vaults or {}) do
+    vault_names[i] = name
+    vault_set[name] = true
+  end
+  conf.vaults = vault_names
+  conf.loaded_vaults = vault_set
   conf.prefix = conf.prefix or ngx.config.prefix()
   return conf
 end

@@ -4,7 +4,8 @@
 -- init(opts), in init_by_lua (the master, before fork):
 --   global `kong` (configuration, log, response, request, node), kong.db
 --   connected, core schemas, migrations (core + every loaded plugin), then
---   per loaded plugin handler -> schema -> daos, then the plugins iterator
+--   per loaded vault strategy -> schema, then per loaded plugin
+--   handler -> schema -> daos, then the plugins iterator
 --   built from kong.db.plugins:each(), then the database is closed.
 -- init_worker(), in init_worker_by_lua:
 --   kong.worker_events, kong.cluster_events, kong.cache / kong.core_cache,
@@ -12,7 +13,8 @@
 -- admin() / proxy(): content handlers of the two servers.
 --
 -- opts: plugins (array, load order; "bundled" = basic-auth, added first
--- unless listed), pg_host, pg_port, pg_user, pg_password, pg_database,
+-- unless listed), vaults (array of vault strategy names, default none),
+-- pg_host, pg_port, pg_user, pg_password, pg_database,
 -- db_update_frequency, db_update_propagation (KONG_* variables override).
 
 local json = require "harness.json"
@@ -20,6 +22,7 @@ local conf_loader = require "harness.conf"
 local pdk = require "harness.pdk"
 local DB = require "harness.db"
 local plugins = require "harness.plugins"
+local vaults = require "harness.vaults"
 local router = require "harness.api.router"
 local entities = require "harness.api.entities"
 local worker_events = require "harness.events.worker"
@@ -100,6 +103,7 @@ function _M.init(opts)
   assert(db:connect())
   assert(db:load_core())
   assert(db:run_migrations(conf.plugins))
+  assert(vaults.load(db, conf.vaults))
   assert(plugins.load(db, conf.plugins))
   local ok, err = plugins.build_iterator("init")
   if not ok then

@@ -9,7 +9,7 @@ local Errors = require "harness.db.errors"
 local migrations = require "harness.db.migrations"
 
 
-local CORE = { "consumers", "certificates", "plugins" }
+local CORE = { "consumers", "certificates", "plugins", "vaults" }
 
 
 local DB = {}

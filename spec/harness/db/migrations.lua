@@ -80,6 +80,18 @@ local CORE = {
         );
         CREATE INDEX IF NOT EXISTS "plugins_name_idx" ON "plugins" ("name");
         CREATE INDEX IF NOT EXISTS "plugins_consumer_id_idx" ON "plugins" ("consumer_id");
+
+        -- Kong: "sm_vaults" (no workspaces here)
+        CREATE TABLE IF NOT EXISTS "vaults" (
+          "id"          UUID                         PRIMARY KEY,
+          "prefix"      TEXT                         UNIQUE,
+          "name"        TEXT                         NOT NULL,
+          "description" TEXT,
+          "config"      JSONB                        NOT NULL,
+          "created_at"  TIMESTAMP WITH TIME ZONE     DEFAULT (CURRENT_TIMESTAMP(0) AT TIME ZONE 'UTC'),
+          "updated_at"  TIMESTAMP WITH TIME ZONE,
+          "tags"        TEXT[]
+        );
       ]],
     },
   },
