@@ -12,9 +12,9 @@ all: build
 deps:
 	@scripts/deps.sh
 
-$(LIB): Cargo.toml Cargo.lock $(wildcard src/*.rs)
-	cargo build --release
-	install -D -m0755 target/release/libkong_keyring.so $(LIB)
+# KONG_KEYRING_PORTABLE=1 builds for any x86-64 (scripts/cargo-build.sh); `make clean` first
+$(LIB): Cargo.toml Cargo.lock $(wildcard src/*.rs) scripts/cargo-build.sh
+	@scripts/cargo-build.sh $(LIB)
 
 build: deps $(LIB)
 

@@ -18,11 +18,25 @@ dependencies = {
 build = {
   type = "command",
   -- needs a Rust toolchain (cargo); the module links no Lua library: the host
-  -- process (nginx's LuaJIT or the luajit binary) provides the lua_* symbols
-  build_command = "cargo build --release --locked && install -m0755 target/release/libkong_keyring.so target/native.so",
+  -- process (nginx's LuaJIT or the luajit binary) provides the lua_* symbols.
+  -- KONG_KEYRING_PORTABLE=1 builds for any x86-64 (scripts/cargo-build.sh).
+  build_command = "scripts/cargo-build.sh target/native.so",
   install = {
     lua = {
       ["kong.keyring"] = "lua/kong/keyring/init.lua",
+      ["kong.keyring.config"] = "lua/kong/keyring/config.lua",
+      ["kong.keyring.cpu"] = "lua/kong/keyring/cpu.lua",
+      ["kong.keyring.strategies.cluster"] = "lua/kong/keyring/strategies/cluster.lua",
+      ["kong.plugins.keyring.api"] = "lua/kong/plugins/keyring/api.lua",
+      ["kong.plugins.keyring.daos"] = "lua/kong/plugins/keyring/daos.lua",
+      ["kong.plugins.keyring.fields"] = "lua/kong/plugins/keyring/fields.lua",
+      ["kong.plugins.keyring.handler"] = "lua/kong/plugins/keyring/handler.lua",
+      ["kong.plugins.keyring.install"] = "lua/kong/plugins/keyring/install.lua",
+      ["kong.plugins.keyring.migrations.000_base_keyring"] = "lua/kong/plugins/keyring/migrations/000_base_keyring.lua",
+      ["kong.plugins.keyring.migrations.init"] = "lua/kong/plugins/keyring/migrations/init.lua",
+      ["kong.plugins.keyring.schema"] = "lua/kong/plugins/keyring/schema.lua",
+      ["kong.plugins.keyring.state"] = "lua/kong/plugins/keyring/state.lua",
+      ["kong.plugins.keyring.transform"] = "lua/kong/plugins/keyring/transform.lua",
     },
     lib = {
       ["kong.keyring.native"] = "target/native.so",

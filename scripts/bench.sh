@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cpu"
 echo "date:    $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo none)"
+features=$(luajit -e 'io.write(require("kong.keyring.cpu").required(package.searchpath("kong.keyring.native", package.cpath)))')
+echo "library: built for ${features:-any $(uname -m) CPU} (scripts/cargo-build.sh; KONG_KEYRING_PORTABLE=1 for any)"
 echo
 luajit bench/field.lua
 echo

@@ -145,3 +145,59 @@ pub unsafe extern "C" fn kk_decrypt(
 pub fn entry_points() -> [(&'static str, *mut core::ffi::c_void); 2] {
     [("encrypt", kk_encrypt as *mut core::ffi::c_void), ("decrypt", kk_decrypt as *mut core::ffi::c_void)]
 }
+
+/// Instruction-set extensions the crates may use without a runtime check,
+/// as `/proc/cpuinfo` names them. `make build` enables them when the build
+/// host has them (scripts/cargo-build.sh); `KONG_KEYRING_PORTABLE=1` does not.
+const COMPILED_FOR: [(bool, &str); 3] = [
+    (cfg!(target_feature = "aes"), "aes"),
+    (cfg!(target_feature = "pclmulqdq"), "pclmulqdq"),
+    (cfg!(target_feature = "avx2"), "avx2"),
+];
+
+const REQUIRED_CPU_LEN: usize = 64;
+
+const fn required_cpu() -> [u8; REQUIRED_CPU_LEN] {
+    let mut out = [0u8; REQUIRED_CPU_LEN];
+    let mut n = 0;
+    let mut i = 0;
+    while i < COMPILED_FOR.len() {
+        let (enabled, name) = COMPILED_FOR[i];
+        if enabled {
+            if n > 0 {
+                out[n] = b' ';
+                n += 1;
+            }
+            let name = name.as_bytes();
+            let mut j = 0;
+            while j < name.len() {
+                out[n] = name[j];
+                n += 1;
+                j += 1;
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// The space-separated list of [`COMPILED_FOR`] features this build uses,
+/// NUL-terminated. Data, not code: a library moved to a CPU without them
+/// would die on SIGILL in its first AES call, so the Lua loader reads this
+/// symbol (`kong/keyring/cpu.lua`) before running any code of the library.
+#[no_mangle]
+#[allow(non_upper_case_globals, reason = "a C symbol, read through LuaJIT FFI")]
+pub static kk_required_cpu: [u8; REQUIRED_CPU_LEN] = required_cpu();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn required_cpu_lists_exactly_the_compiled_features() {
+        let len = kk_required_cpu.iter().position(|&b| b == 0).unwrap();
+        let listed = core::str::from_utf8(&kk_required_cpu[..len]).unwrap();
+        let expected: Vec<&str> = COMPILED_FOR.iter().filter(|(on, _)| *on).map(|(_, name)| *name).collect();
+        assert_eq!(listed.split_whitespace().collect::<Vec<_>>(), expected);
+    }
+}

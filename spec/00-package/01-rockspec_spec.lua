@@ -31,4 +31,19 @@ describe("kong-keyring rockspec", function()
     assert.is_true(ok, out)
     assert.equals(tree .. "/lib/lua/5.1/kong/keyring/native.so\n$ke$2$- from the rock\n", out)
   end)
+
+  it("installs every Lua module of the work tree, the Kong plugin's too", function()
+    local ok, files = helpers.run("cd " .. helpers.root .. "/lua && find . -name '*.lua' | sort")
+    assert(ok, files)
+    local count = 0
+    local tree_path = tree .. "/share/lua/5.1/?.lua;" .. tree .. "/share/lua/5.1/?/init.lua"
+    for file in files:gmatch("%./([^\n]+)") do
+      local module = file:gsub("%.lua$", ""):gsub("/init$", ""):gsub("/", ".")
+      local installed = package.searchpath(module, tree_path)
+      assert(installed, module .. " is not installed")
+      assert.equals(helpers.read_file(helpers.root .. "/lua/" .. file), helpers.read_file(installed), module)
+      count = count + 1
+    end
+    assert.truthy(count >= 14)
+  end)
 end)

@@ -5,8 +5,22 @@
 -- LuaJIT FFI, which the JIT compiles; everything else goes through the mlua
 -- module `kong.keyring.native`. See README.md for the full API.
 
-local native = require "kong.keyring.native"
 local ffi = require "ffi"
+local cpu = require "kong.keyring.cpu"
+
+
+do
+  local path = package.searchpath("kong.keyring.native", package.cpath)
+  if path then -- when it is not found, the require below says so
+    local ok, err = cpu.check(path)
+    if not ok then
+      error(err, 0)
+    end
+  end
+end
+
+
+local native = require "kong.keyring.native"
 
 
 local ffi_new = ffi.new
