@@ -10,7 +10,7 @@ local PLACEHOLDER = "^%$ke%$unavailable%$%x+$"
 describe("Plugin: keyring (keys missing, disabled, db_import) [#postgres]", function()
   local dir, node, key_id, blob, cred, plugin
 
-  local function new_node(name, port, enabled, cli)
+  local function new_node(name, port, enabled, cli, role)
     return harness_server.new {
       cli = cli,
       name = name,
@@ -21,6 +21,7 @@ describe("Plugin: keyring (keys missing, disabled, db_import) [#postgres]", func
         KONG_KEYRING_ENABLED = enabled and "on" or "off",
         KONG_KEYRING_PUBLIC_KEY = dir .. "/cert.pem",
         KONG_KEYRING_PRIVATE_KEY = dir .. "/key.pem",
+        KONG_ROLE = role,
       },
       db = { database = DB },
     }
@@ -190,6 +191,29 @@ describe("Plugin: keyring (keys missing, disabled, db_import) [#postgres]", func
       local _, _, json = cli:admin("GET", "/keyring")
       assert.is_nil(json and json.active)
       assert.same({}, cli:log_lines("generated and activated"))
+    end)
+  end)
+
+  describe("on a hybrid-mode data plane (role = data_plane)", function()
+    local dp
+
+    lazy_setup(function()
+      dp = new_node("kong-keys-dp", 18322, true, false, "data_plane")
+      dp:start()
+    end)
+
+    lazy_teardown(function()
+      dp:stop()
+    end)
+
+    it("passes values through, exposes no keyring and runs no strategy", function()
+      local stored = psql("SELECT password FROM basicauth_credentials WHERE id = '" .. cred.id .. "'")
+      local status, _, read = dp:admin("GET", "/consumers/alice/basic-auth/" .. cred.id)
+      assert.equals(200, status)
+      assert.equals(stored, read.password)
+      local _, _, json = dp:admin("GET", "/keyring")
+      assert.same({ error = "keyring is not enabled" }, json)
+      assert.same({}, dp:log_lines("generated and activated"))
     end)
   end)
 
