@@ -59,6 +59,15 @@ function helpers.remember_key(key_b64)
 end
 
 
+--- A key generated on the ring of `kong.keyring` (not activated), recorded
+-- for the leak sweep: returns its id and base64 bytes.
+function helpers.generate_key()
+  local id, key = assert(require("kong.keyring").generate())
+  helpers.remember_key(key)
+  return id, key
+end
+
+
 --- An RSA key pair made with the openssl CLI: returns private PEM, public PEM.
 function helpers.rsa_pair(bits)
   bits = bits or 2048

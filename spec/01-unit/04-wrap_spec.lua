@@ -97,13 +97,6 @@ local function run_fresh(script)
 end
 
 
-local function new_key()
-  local id, key = assert(keyring.generate())
-  helpers.remember_key(key)
-  return id, key
-end
-
-
 describe("keyring (export, import, recovery)", function()
   local id, other
   local priv, pub, priv2, pub2, priv1k, pub1k
@@ -112,8 +105,8 @@ describe("keyring (export, import, recovery)", function()
     assert(keyring.init())
     assert(keyring.init_worker())
     os.execute("rm -rf " .. TMP .. " && mkdir -p " .. TMP)
-    id = new_key()
-    other = new_key()
+    id = helpers.generate_key()
+    other = helpers.generate_key()
     assert(keyring.activate(id))
     priv, pub = helpers.rsa_pair(2048)
     priv2, pub2 = helpers.rsa_pair(2048)
@@ -269,12 +262,12 @@ describe("keyring (export, import, recovery)", function()
     end)
 
     it("imports all or nothing: a conflicting id adds no key", function()
-      local a = new_key()
-      local b = new_key()
+      local a = helpers.generate_key()
+      local b = helpers.generate_key()
       local blob = assert(keyring.export(pub))
       assert(keyring.remove(a))
       assert(keyring.remove(b))
-      local _, different = new_key()
+      local _, different = helpers.generate_key()
       assert(keyring.add(a, different))
       assert(keyring.activate(other))
       assert.same({ n = 2, nil, "key '" .. a .. "' already exists with different material" },

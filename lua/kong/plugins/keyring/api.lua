@@ -74,9 +74,6 @@ local function status_of(err)
   if err:find("already exists with different material", 1, true) or err == "cannot remove active key" then
     return 409
   end
-  if err:find("^keyring not initialized") then
-    return 500
-  end
   return 400
 end
 
@@ -220,7 +217,7 @@ return {
       -- this node does not hold it
       local ok, err = state.strategy:removed(id)
       if not ok then
-        return fail(status_of(err) == 409 and 409 or 500, err)
+        return fail(err == "cannot remove active key" and 409 or 500, err)
       end
       ok, err = keyring.remove(id)
       if not ok then
