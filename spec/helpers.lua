@@ -27,7 +27,8 @@ end
 helpers.run = run
 
 
-helpers.root = assert(os.getenv("PWD"))
+-- KEYRING_ROOT when run from Kong's source tree (scripts/kong.sh), else the working directory
+helpers.root = assert(os.getenv("KEYRING_ROOT") or os.getenv("PWD"))
 helpers.tmp = helpers.root .. "/.tmp"
 helpers.lua_path = helpers.root .. "/lua/?.lua;" .. helpers.root .. "/lua/?/init.lua;" .. helpers.root .. "/spec/?.lua"
 helpers.lua_cpath = helpers.root .. "/lib/?.so"

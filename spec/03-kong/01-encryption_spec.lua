@@ -1,44 +1,25 @@
-local helpers = require "helpers"
-local harness_server = require "harness.server"
+local helpers = require "spec.helpers"
+local kr = require "keyring_helpers"
 
 
-local DB = "kong_spec_encryption"
-local MARKED = "^%$ke%$2%$%-[%w]+%-"
+local MARKED = kr.MARKED
+local admin = kr.admin
+local psql = kr.psql
 
 
-describe("Plugin: keyring (field encryption) [#postgres]", function()
-  local node, key_id
-
-  local function admin(method, path, body)
-    return node:admin(method, path, body)
-  end
-
-  -- the first column of the first row
-  local function psql(sql)
-    return node:psql_text(sql)
-  end
+for _, strategy in helpers.each_strategy({ "postgres" }) do
+describe("Plugin: keyring (field encryption) [#" .. strategy .. "]", function()
+  local key_id
 
   lazy_setup(function()
-    harness_server.create_database(DB)
-    node = harness_server.new {
-      name = "kong-encryption",
-      proxy_port = 18300,
-      admin_port = 18301,
-      plugins = { "keyring", "basic-auth", "secret-probe" },
-      env = { KONG_KEYRING_ENABLED = "on" },
-      db = { database = DB },
-      lua_path = helpers.root .. "/spec/fixtures/?.lua",
-    }
-    node:start()
+    helpers.get_db_utils(strategy, nil, kr.PLUGINS, kr.VAULTS)
+    assert(helpers.start_kong(kr.kong_env()))
     -- the first node of a cluster generates and activates the first key
-    key_id = node:wait_active_key()
+    key_id = kr.wait_active_key()
   end)
 
   lazy_teardown(function()
-    if node then
-      node:stop()
-    end
-    harness_server.drop_database(DB)
+    kr.stop_kong()
   end)
 
   describe("basic-auth password", function()
@@ -69,15 +50,14 @@ describe("Plugin: keyring (field encryption) [#postgres]", function()
     end)
 
     it("never writes the plaintext hash to the database", function()
-      local _, dump = helpers.run("pg_dump -h 127.0.0.1 -p 55432 -U postgres " .. DB)
-      assert.is_nil(dump:find(cred.password, 1, true))
+      assert.is_nil(kr.pg_dump(true):find(cred.password, 1, true))
     end)
 
     it("carries the new key id after generate + activate + PATCH (seed rotation)", function()
       local _, _, old = admin("POST", "/consumers/bob/basic-auth", { username = "bob-old", password = "old-pass" })
       local status, _, gen = admin("POST", "/keyring/generate")
       assert.equals(201, status)
-      helpers.remember_key(gen.key)
+      kr.project.remember_key(gen.key)
       assert.equals(204, (admin("POST", "/keyring/activate", { key = gen.id })))
       assert.equals(200, (admin("PATCH", "/consumers/bob/basic-auth/" .. cred.id, { password = "new-pass" })))
       local raw = psql("SELECT password FROM basicauth_credentials WHERE id = '" .. cred.id .. "'")
@@ -126,8 +106,7 @@ describe("Plugin: keyring (field encryption) [#postgres]", function()
     end)
 
     it("never writes a config secret to the database", function()
-      local ok, dump = helpers.run("pg_dump -h 127.0.0.1 -p 55432 -U postgres --data-only " .. DB)
-      assert(ok, dump)
+      local dump = kr.pg_dump()
       assert.truthy(dump:find("visible", 1, true))
       for _, plain in ipairs(SECRETS) do
         assert.is_nil(dump:find(plain, 1, true), plain .. " is in pg_dump")
@@ -147,7 +126,10 @@ describe("Plugin: keyring (field encryption) [#postgres]", function()
     end)
 
     it("refuses a value copied from another row with 400 and keeps the row", function()
-      local _, _, other = admin("POST", "/plugins", { name = "secret-probe", config = { secret = "other" } })
+      -- Kong allows one global instance of a plugin: the other row is scoped to a service
+      local _, _, service = admin("POST", "/services", { name = "copy-source", url = "http://127.0.0.1:1" })
+      local _, _, other = admin("POST", "/services/" .. service.id .. "/plugins",
+                                { name = "secret-probe", config = { secret = "other" } })
       local copied = psql("SELECT config->>'secret' FROM plugins WHERE id = '" .. other.id .. "'")
       local before = psql("SELECT config->>'secret' FROM plugins WHERE id = '" .. plugin.id .. "'")
       local status, _, json = admin("PATCH", "/plugins/" .. plugin.id, { config = { secret = copied } })
@@ -165,3 +147,4 @@ describe("Plugin: keyring (field encryption) [#postgres]", function()
     end)
   end)
 end)
+end

@@ -1,0 +1,178 @@
+-- What the plugin's Kong specs share, on top of Kong's own spec helpers
+-- (`require "spec.helpers"` of the Kong source tree; scripts/kong.sh runs the
+-- specs there with Kong's bin/busted): the Kong settings every node of ours
+-- gets, Admin API and proxy calls that return status, body and JSON, psql and
+-- pg_dump of the spec's database, and the node's error.log.
+--
+--   local helpers = require "spec.helpers"          -- Kong's
+--   local kr = require "keyring_helpers"            -- ours
+--   lazy_setup(function()
+--     helpers.get_db_utils("postgres", nil, kr.PLUGINS, kr.VAULTS)
+--     assert(helpers.start_kong(kr.kong_env { keyring_public_key = pem }))
+--     key_id = kr.wait_active_key()
+--   end)
+--   lazy_teardown(function() kr.stop_kong() end)
+--   local status, body, json = kr.admin("POST", "/consumers", { username = "bob" })
+
+local helpers = require "spec.helpers"
+local project = require "helpers"
+local cjson = require "cjson.safe"
+
+
+local fmt = string.format
+local shell_quote = project.shell_quote
+
+
+local _M = {
+  -- every plugin and vault strategy of ours the specs load
+  PLUGINS = { "keyring", "secret-probe" },
+  VAULTS = { "probe-vault" },
+  -- a v2 value as the plugin stores it
+  MARKED = "^%$ke%$2%$%-[%w]+%-",
+}
+
+_M.project = project
+_M.conf = helpers.test_conf
+_M.prefix = helpers.test_conf.prefix
+_M.database = helpers.test_conf.pg_database
+-- ports of this spec file (scripts/kong.sh): base = proxy, base + 1 = Admin
+-- API, base + 2 .. base + 9 for the spec's other nodes
+_M.port_base = tonumber(os.getenv("KEYRING_SPEC_PORT_BASE")) or 19000
+
+
+--- Settings for `helpers.start_kong`: our plugins and vaults next to the
+-- bundled ones, the keyring on, plus `extra` (false drops a setting).
+-- Each key becomes KONG_<KEY> in the environment of `kong start`, so
+-- `keyring_public_key` is the plugin's KONG_KEYRING_PUBLIC_KEY.
+function _M.kong_env(extra)
+  local env = {
+    plugins = "bundled," .. table.concat(_M.PLUGINS, ","),
+    vaults = "bundled," .. table.concat(_M.VAULTS, ","),
+    keyring_enabled = "on",
+  }
+  for k, v in pairs(extra or {}) do
+    env[k] = v or nil
+  end
+  return env
+end
+
+
+--- Stops the node, keeping its prefix (logs are swept for key bytes later).
+function _M.stop_kong(prefix)
+  return helpers.stop_kong(prefix, true)
+end
+
+
+local function encode_body(body, headers)
+  if type(body) == "table" then
+    headers["Content-Type"] = headers["Content-Type"] or "application/json"
+    return cjson.encode(body)
+  end
+  if body ~= nil then
+    headers["Content-Type"] = headers["Content-Type"] or "application/x-www-form-urlencoded"
+  end
+  return body
+end
+
+
+-- One request on a fresh connection (so calls spread over both workers);
+-- returns status, body, decoded JSON (or nil), response headers.
+local function request(client, method, path, body, headers)
+  headers = headers or {}
+  local res, err = client:send {
+    method = method,
+    path = path,
+    body = encode_body(body, headers),
+    headers = headers,
+  }
+  if not res then
+    client:close()
+    return nil, err
+  end
+  local raw = res:read_body()
+  client:close()
+  return res.status, raw, cjson.decode(raw or ""), res.headers
+end
+
+
+--- Admin API call. `body`: a table is sent as JSON, a string as a form body
+-- (unless `headers` names another Content-Type). `port` defaults to this
+-- file's node.
+function _M.admin(method, path, body, headers, port)
+  local client = port and helpers.http_client("127.0.0.1", port, 60000) or helpers.admin_client(60000)
+  return request(client, method, path, body, headers)
+end
+
+
+--- Proxy call (same returns as `admin`).
+function _M.proxy(method, path, headers, body, port)
+  local client = port and helpers.http_client("127.0.0.1", port, 60000) or helpers.proxy_client(60000)
+  return request(client, method, path, body, headers)
+end
+
+
+--- psql -At on the spec's database: the output, last newline cut.
+function _M.psql(sql, database)
+  local c = _M.conf
+  local ok, out = project.run(fmt("psql -h %s -p %d -U %s -d %s -v ON_ERROR_STOP=1 -At -c %s",
+                                  c.pg_host, c.pg_port, c.pg_user, database or _M.database, shell_quote(sql)))
+  assert(ok, out)
+  return (out:gsub("\n$", ""))
+end
+
+
+--- pg_dump of the spec's database (data only by default).
+function _M.pg_dump(schema_too)
+  local c = _M.conf
+  local ok, out = project.run(fmt("pg_dump -h %s -p %d -U %s %s %s", c.pg_host, c.pg_port, c.pg_user,
+                                  schema_too and "" or "--data-only", _M.database))
+  assert(ok, out)
+  return out
+end
+
+
+--- GET /keyring until it names an active key (the first node of a cluster
+-- generates one at start); returns its id.
+function _M.wait_active_key(port, timeout)
+  local id
+  helpers.wait_until(function()
+    local status, _, json = _M.admin("GET", "/keyring", nil, nil, port)
+    id = status == 200 and json and json.active
+    return id ~= nil
+  end, timeout or 10)
+  return id
+end
+
+
+function _M.error_log(prefix)
+  return project.read_file((prefix or _M.prefix) .. "/logs/error.log") or ""
+end
+
+
+--- Lines of the node's error.log that contain `needle` (plain text).
+function _M.log_lines(needle, prefix)
+  local lines = {}
+  for line in _M.error_log(prefix):gmatch("[^\n]+") do
+    if line:find(needle, 1, true) then
+      lines[#lines + 1] = line
+    end
+  end
+  return lines
+end
+
+
+--- Repeats a proxy request until `n` answers in a row are not 404 (a new
+-- route reaches each worker's router on its own), then returns the last.
+function _M.proxy_until_routed(method, path, headers, n)
+  local status, body, json
+  local in_a_row = 0
+  helpers.wait_until(function()
+    status, body, json = _M.proxy(method, path, headers)
+    in_a_row = (status and status ~= 404) and in_a_row + 1 or 0
+    return in_a_row >= (n or 4)
+  end, 15)
+  return status, body, json
+end
+
+
+return _M
