@@ -175,4 +175,54 @@ function _M.proxy_until_routed(method, path, headers, n)
 end
 
 
+--- Sends `request()` (returning status, body, json, headers, as `proxy`
+-- does; each call on a fresh connection) until answers came from both
+-- workers of the node, i.e. JSON with `worker` = 0 and 1 (secret-probe
+-- answers with it), checking every answer with `check(status, json, body,
+-- headers)`. Fails when `max` (default 80) answers came from one worker.
+function _M.on_both_workers(request, check, max)
+  local seen = {}
+  for _ = 1, max or 80 do
+    local status, body, json, headers = request()
+    assert(status, body)
+    check(status, json, body, headers)
+    assert(type(json) == "table" and type(json.worker) == "number",
+           "answer without a worker id: " .. tostring(body))
+    seen[json.worker] = true
+    if seen[0] and seen[1] then
+      return
+    end
+  end
+  error("all " .. (max or 80) .. " answers came from one worker", 2)
+end
+
+
+--- Opens an export blob (`POST /keyring/export`, SPEC §4 v2) with the
+-- management private key (PEM) in the test process and records every key
+-- in it for the leak sweep (spec/99-leaks). Returns the blob's key ids,
+-- sorted, and its active id; never the key bytes.
+function _M.remember_blob_keys(blob, private_pem)
+  local pkey = require "resty.openssl.pkey"
+  local cipher = require "resty.openssl.cipher"
+  local json = assert(ngx.decode_base64(blob), "blob is not base64")
+  local envelope = assert(cjson.decode(json))
+  assert(envelope.v == 2, "not a v2 export blob")
+  local private = assert(pkey.new(private_pem))
+  local one_time = assert(private:decrypt(ngx.decode_base64(envelope.k), pkey.PADDINGS.RSA_PKCS1_OAEP_PADDING,
+                                          { oaep_md = "sha256", mgf1_md = "sha256" }))
+  local sealed = ngx.decode_base64(envelope.d)
+  local inner = assert(cipher.new("aes-256-gcm"):decrypt(one_time, ngx.decode_base64(envelope.n),
+                                                         sealed:sub(1, -17), false, "kong-keyring-export-v2",
+                                                         sealed:sub(-16)))
+  local ring = assert(cjson.decode(inner))
+  local ids = {}
+  for id, key in pairs(ring.keys) do
+    project.remember_key(key)
+    ids[#ids + 1] = id
+  end
+  table.sort(ids)
+  return ids, ring.active
+end
+
+
 return _M
