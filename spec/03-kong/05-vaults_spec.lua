@@ -1,75 +1,73 @@
-local helpers = require "helpers"
-local harness_server = require "harness.server"
+local helpers = require "spec.helpers"
+local kr = require "keyring_helpers"
 
 
-local DB = "kong_spec_vaults"
-local MARKED = "^%$ke%$2%$%-[%w]+%-"
+local MARKED = kr.MARKED
+local admin = kr.admin
+local psql = kr.psql
+
 local FIELDS_LOG = "[keyring] encrypting probe-vault vaults fields: "
                    .. "config.token, config.auth.secret_id, config.headers[].value"
+local SECRETS = { "vault-token-1", "secret-id-1", "header-secret-1", "header-secret-2" }
+local ENCRYPTED = { "token", "auth,secret_id", "headers,0,value", "headers,1,value" }
 
 
-describe("Plugin: keyring (vaults entity) [#postgres]", function()
-  local node, key_id
+-- the raw JSONB value at `path` ("auth,secret_id") of the vault `prefix`
+-- (Kong's vaults entity lives in the table sm_vaults)
+local function stored(prefix, path)
+  return psql("SELECT config #>> '{" .. path .. "}' FROM sm_vaults WHERE prefix = '" .. prefix .. "'")
+end
 
-  local function admin(method, path, body)
-    return node:admin(method, path, body)
-  end
 
-  local function psql(sql)
-    return node:psql_text(sql)
-  end
+-- the message of an error.log line, without nginx's ", client: ..." or
+-- ", context: ..." suffix
+local function message_of(line)
+  local msg = line:match("(%[keyring%] .*)$")
+  return msg and (msg:gsub(", client: .*$", ""):gsub(", context: .*$", ""))
+end
 
-  -- the raw JSONB value at `path` ("auth,secret_id") of the vault `prefix`
-  local function stored(prefix, path)
-    return psql("SELECT config #>> '{" .. path .. "}' FROM vaults WHERE prefix = '" .. prefix .. "'")
-  end
 
-  local function pg_dump()
-    local ok, out = helpers.run("pg_dump -h 127.0.0.1 -p 55432 -U postgres --data-only " .. DB)
-    assert(ok, out)
-    return out
-  end
+for _, strategy in helpers.each_strategy({ "postgres" }) do
+describe("Plugin: keyring (vaults entity) [#" .. strategy .. "]", function()
+  local key_id
 
   lazy_setup(function()
-    harness_server.create_database(DB)
-    node = harness_server.new {
-      name = "kong-vaults",
-      proxy_port = 18340,
-      admin_port = 18341,
-      plugins = { "keyring", "basic-auth" },
-      vaults = { "probe-vault" },
-      env = { KONG_KEYRING_ENABLED = "on" },
-      db = { database = DB },
-    }
-    node:start()
-    key_id = node:wait_active_key()
+    local dir = kr.project.tmp .. "/spec-05_vaults"
+    assert(kr.project.run("rm -rf " .. dir .. " && mkdir -p " .. dir))
+    local priv, pub = kr.project.rsa_pair(2048)
+    kr.project.write_file(dir .. "/cert.pem", pub)
+    helpers.get_db_utils(strategy, nil, kr.PLUGINS, kr.VAULTS)
+    assert(helpers.start_kong(kr.kong_env { keyring_public_key = dir .. "/cert.pem" }))
+    key_id = kr.wait_active_key()
+    -- the node's key, recorded for the leak sweep
+    local status, _, json = admin("POST", "/keyring/export")
+    assert.equals(200, status)
+    assert.same({ key_id }, (kr.remember_blob_keys(json.data, priv)))
   end)
 
   lazy_teardown(function()
-    if node then
-      node:stop()
-    end
-    harness_server.drop_database(DB)
+    kr.stop_kong()
   end)
 
-  describe("the harness entity", function()
+  describe("Kong's vaults entity", function()
     it("refuses a vault strategy that is not loaded", function()
       local status, _, json = admin("POST", "/vaults", { prefix = "nope-vault", name = "nope", config = {} })
       assert.equals(400, status)
       assert.equals("vault 'nope' is not installed", json.fields.name)
+      assert.equals("0", psql("SELECT count(*) FROM sm_vaults WHERE prefix = 'nope-vault'"))
     end)
 
     it("refuses a prefix that is a loaded vault name", function()
       local status, _, json = admin("POST", "/vaults", { prefix = "probe-vault", name = "probe-vault", config = {} })
       assert.equals(400, status)
-      assert.truthy(json.fields.prefix)
+      -- Kong's vaults schema: `not_one_of` the loaded vault names
+      assert.matches("^must not be one of: .*probe%-vault", json.fields.prefix)
+      assert.equals("0", psql("SELECT count(*) FROM sm_vaults WHERE prefix = 'probe-vault'"))
     end)
   end)
 
   describe("config secrets", function()
     local vault
-
-    local SECRETS = { "vault-token-1", "secret-id-1", "header-secret-1", "header-secret-2" }
 
     lazy_setup(function()
       local status
@@ -89,21 +87,22 @@ describe("Plugin: keyring (vaults entity) [#postgres]", function()
     end)
 
     it("logs the encrypted fields of the vault strategy at INFO", function()
-      local lines = node:log_lines("[keyring] encrypting probe-vault vaults fields:")
+      local lines = kr.log_lines("[keyring] encrypting probe-vault vaults fields:")
       assert.is_true(#lines > 0, "no log line naming the vault's encrypted fields")
       for _, line in ipairs(lines) do
         assert.matches("[info]", line, 1, true)
-        assert.equals(FIELDS_LOG, line:match("(%[keyring%] encrypting .-),? client:")
-                                  or line:match("(%[keyring%] encrypting .*)$"))
+        assert.equals(FIELDS_LOG, message_of(line))
       end
     end)
 
     it("stores every encrypted config value as a v2 value under the active key", function()
-      for _, path in ipairs({ "token", "auth,secret_id", "headers,0,value", "headers,1,value" }) do
+      for _, path in ipairs(ENCRYPTED) do
         local raw = stored("probe-one", path)
         assert.matches(MARKED, raw, 1, false, path)
         assert.equals("$ke$2$-" .. key_id .. "-", raw:sub(1, 8 + #key_id), path)
       end
+      -- each value bound to its own place: no two ciphertexts alike
+      assert.not_equals(stored("probe-one", "headers,0,value"), stored("probe-one", "headers,1,value"))
     end)
 
     it("stores the fields that are not marked as given", function()
@@ -112,11 +111,12 @@ describe("Plugin: keyring (vaults entity) [#postgres]", function()
       assert.equals("X-One", stored("probe-one", "headers,0,name"))
       assert.equals("X-Two", stored("probe-one", "headers,1,name"))
       assert.equals("probe-vault|first probe",
-                    psql("SELECT name || '|' || description FROM vaults WHERE prefix = 'probe-one'"))
+                    psql("SELECT name || '|' || description FROM sm_vaults WHERE prefix = 'probe-one'"))
     end)
 
     it("answers with plaintext by prefix, by id and in the list", function()
       assert.equals("vault-token-1", vault.config.token)
+      assert.equals("secret-id-1", vault.config.auth.secret_id)
       for _, path in ipairs({ "/vaults/probe-one", "/vaults/" .. vault.id }) do
         local status, _, read = admin("GET", path)
         assert.equals(200, status, path)
@@ -134,11 +134,14 @@ describe("Plugin: keyring (vaults entity) [#postgres]", function()
           seen = row
         end
       end
+      assert.is_table(seen, "probe-one is not in GET /vaults")
+      assert.equals("vault-token-1", seen.config.token)
       assert.equals("secret-id-1", seen.config.auth.secret_id)
+      assert.equals("header-secret-2", seen.config.headers[2].value)
     end)
 
     it("never writes a config secret to the database", function()
-      local dump = pg_dump()
+      local dump = kr.pg_dump()
       assert.truthy(dump:find("https://vault.example:8200", 1, true))
       for _, plain in ipairs(SECRETS) do
         assert.is_nil(dump:find(plain, 1, true), plain .. " is in pg_dump")
@@ -151,15 +154,16 @@ describe("Plugin: keyring (vaults entity) [#postgres]", function()
       assert.equals(200, status)
       assert.equals("renamed probe", patched.description)
       assert.equals("vault-token-1", patched.config.token)
-      assert.equals("renamed probe", psql("SELECT description FROM vaults WHERE prefix = 'probe-one'"))
-      for _, path in ipairs({ "token", "auth,secret_id", "headers,0,value", "headers,1,value" }) do
+      assert.equals("renamed probe", psql("SELECT description FROM sm_vaults WHERE prefix = 'probe-one'"))
+      for _, path in ipairs(ENCRYPTED) do
         assert.matches(MARKED, stored("probe-one", path), 1, false, path)
       end
       assert.equals("role-1", stored("probe-one", "auth,role_id"))
       -- re-encrypted from the read-before-write's plaintext, not written back as is
       assert.not_equals(before, stored("probe-one", "auth,secret_id"))
+      local dump = kr.pg_dump()
       for _, plain in ipairs(SECRETS) do
-        assert.is_nil(pg_dump():find(plain, 1, true), plain .. " is in pg_dump")
+        assert.is_nil(dump:find(plain, 1, true), plain .. " is in pg_dump")
       end
       local _, _, read = admin("GET", "/vaults/probe-one")
       assert.equals("secret-id-1", read.config.auth.secret_id)
@@ -200,8 +204,20 @@ describe("Plugin: keyring (vaults entity) [#postgres]", function()
         assert.matches("config.headers[1].value: encrypted value cannot be stored in this row",
                        json.message, 1, true)
         assert.equals(404, (admin("GET", "/vaults/probe-three")))
-        assert.equals("0", psql("SELECT count(*) FROM vaults WHERE prefix = 'probe-three'"))
+        assert.equals("0", psql("SELECT count(*) FROM sm_vaults WHERE prefix = 'probe-three'"))
+      end)
+
+      it("is refused with 400 by a PUT by prefix, and the row is kept", function()
+        local before = stored("probe-one", "token")
+        local status, _, json = admin("PUT", "/vaults/probe-one", {
+          name = "probe-vault",
+          config = { token = copied },
+        })
+        assert.equals(400, status)
+        assert.matches("config.token: encrypted value cannot be stored in this row", json.message, 1, true)
+        assert.equals(before, stored("probe-one", "token"))
       end)
     end)
   end)
 end)
+end
