@@ -1,3 +1,0 @@
-return {
-  "000_base_basic_auth",
-}
