@@ -24,7 +24,9 @@ test: build
 bench: build
 	@scripts/bench.sh
 
+# real Kong (scripts/kong.sh: built once from ../shared/kong-oss) with this rock installed
 demo: build
+	@scripts/kong.sh install
 	@scripts/demo.sh
 
 .PHONY: demo-openresty
