@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make bench: machine, date and commit, then the field-encryption table and the
-# worker-propagation figure, all measured in this run.
+# make bench: machine, date and commit, then the field-encryption table, the
+# worker-propagation figure and the real-Kong table (bench/kong.sh: keyring ON
+# node vs OFF node), all measured in this run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cpu"
@@ -12,3 +13,5 @@ echo
 luajit bench/field.lua
 echo
 luajit bench/propagation.lua
+echo
+bench/kong.sh
