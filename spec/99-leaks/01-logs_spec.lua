@@ -10,6 +10,29 @@ local helpers = require "helpers"
 -- kills one worker with SIGKILL, and the master reports it.
 local EXPECTED_ALERT = "^%d%d%d%d/%d%d/%d%d %d%d:%d%d:%d%d %[alert%] %d+#%d+: worker process %d+ exited on signal 9$"
 
+-- What Kong itself logs at crit/alert in the Kong specs' nodes: its cluster
+-- events poller before its shm knows when the node started (first start,
+-- `kong reload`), and nginx on an old worker that exits after `kong reload`
+-- while Kong's own timers still hold cosockets.
+local KONG_OWN = {
+  "%[crit%] %d+#%d+: %*%d+ %[lua%] init%.lua:%d+: %[cluster_events%] no 'at' in shm, polling events from: [%d%.]+, context: ngx%.timer$",
+  "%[alert%] %d+#%d+: %*%d+ open socket #%d+ left in connection %d+$",
+  "%[alert%] %d+#%d+: aborting$",
+}
+
+
+local function kong_own(path, line)
+  if not path:find("/nginx%-kong%-[^/]+/logs/") then
+    return false
+  end
+  for _, pattern in ipairs(KONG_OWN) do
+    if line:find(pattern) then
+      return true
+    end
+  end
+  return false
+end
+
 
 local function lines(s)
   local t = {}
@@ -90,13 +113,13 @@ describe("keyring (no key bytes in logs)", function()
     assert.same({}, sweep(logs))
   end)
 
-  it("logs no alert, crit, emerg or panic but the SIGKILL worker exit", function()
+  it("logs no alert, crit, emerg or panic but the SIGKILL worker exit and Kong's own", function()
     local unexpected = {}
     for _, log in ipairs(logs) do
       for _, line in ipairs(lines(log.text)) do
         local serious = line:find("[alert]", 1, true) or line:find("[crit]", 1, true)
                         or line:find("[emerg]", 1, true) or line:find("panicked", 1, true)
-        if serious and not line:find(EXPECTED_ALERT) then
+        if serious and not line:find(EXPECTED_ALERT) and not kong_own(log.path, line) then
           unexpected[#unexpected + 1] = log.path .. ": " .. line
         end
       end
