@@ -92,7 +92,8 @@ cmd_install() {
 # (Kong's helpers read their configuration once per process), so every file
 # gets a fresh Kong and files can run side by side. Ports come from the
 # numbers of the directory and file (spec/03-kong/02-api_spec.lua: proxy
-# 19320, Admin API 19321; +2..+9 are the spec's for more nodes).
+# 19320, Admin API 19321; +2..+9 are the spec's for more nodes;
+# KEYRING_SPEC_PORT_SHIFT moves them all, e.g. for a second checkout).
 cmd_busted() {
   load_env
   local file name dnum fnum base rc=0
@@ -101,7 +102,7 @@ cmd_busted() {
     name=$(basename "$file" _spec.lua | tr -c 'a-zA-Z0-9\n' '_' | tr 'A-Z' 'a-z')
     dnum=$(basename "$(dirname "$file")" | grep -Eo '^[0-9]+' || echo 9)
     fnum=$(basename "$file" | grep -Eo '^[0-9]+' || echo 99)
-    base=$((19000 + 10#$dnum * 100 + 10#$fnum * 10))
+    base=$((19000 + ${KEYRING_SPEC_PORT_SHIFT:-0} + 10#$dnum * 100 + 10#$fnum * 10))
     (
       export KONG_TEST_PG_DATABASE=kk_$name
       export KONG_TEST_PREFIX=$TMP/nginx-kong-$name

@@ -24,6 +24,23 @@ local KEYAUTH = {
   },
 }
 
+-- Kong's `keys` entity: typedefs.pem is a record whose private_key is encrypted
+local KEYS = {
+  name = "keys",
+  fields = {
+    { id = { type = "string", uuid = true } },
+    { kid = { type = "string", required = true } },
+    { jwk = { type = "string", encrypted = true } },
+    { pem = { type = "record", fields = {
+      { private_key = { type = "string", encrypted = true } },
+      { public_key = { type = "string" } },
+    } } },
+    { extra = { type = "array", elements = { type = "record", fields = {
+      { secret = { type = "string", encrypted = true } },
+    } } } },
+  },
+}
+
 local PLUGIN = {
   name = "probe",
   fields = {
@@ -63,6 +80,15 @@ describe("Plugin: keyring (encrypted fields)", function()
 
   it("plans the encrypted top-level string of an entity", function()
     assert.same({ { name = "password", kind = "string" } }, fields.entity_plan(BASICAUTH, warn))
+    assert.same({}, warnings)
+  end)
+
+  it("plans encrypted fields inside an entity's records and arrays of records", function()
+    local plan = fields.entity_plan(KEYS, warn)
+    assert.equals("jwk, pem.private_key, extra[].secret", fields.describe(plan))
+    local out = assert(fields.apply(plan, { kid = "k", jwk = "j", pem = { private_key = "p", public_key = "q" },
+                                            extra = { { secret = "s" } } }, upper))
+    assert.same({ kid = "k", jwk = "J", pem = { private_key = "P", public_key = "q" }, extra = { { secret = "S" } } }, out)
     assert.same({}, warnings)
   end)
 

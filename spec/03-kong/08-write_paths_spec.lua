@@ -32,33 +32,6 @@ local SSL_PORT = kr.port_base + 2
 local RSA_SIGALGS = "rsa_pss_rsae_sha256:rsa_pkcs1_sha256"
 local ECDSA_SIGALGS = "ecdsa_secp256r1_sha256"
 
--- the subject of every pending test: a write stores a value bound to a uuid
--- no row has (kong/db/dao/init.lua check_upsert runs process_auto_fields(entity,
--- "upsert"), which gives a body without `id` a fresh uuid, before the
--- transformations; the strategy stores the row under the URL's key)
-local PUT_WITHOUT_ID = "Fix what real Kong and a security review found: an upsert whose entity has no `id` "
-                       .. "(PUT without the id in the body) stores the encrypted value bound to a random uuid "
-                       .. "no row has: the value is lost"
-local PUT_WITHOUT_ID_SYMPTOM = "An unexpected error occurred"
-local CLI_DIES = "Fix what real Kong and a security review found: `kong config db_import` dies loading the "
-                 .. "keyring handler (install.lua at_load indexes kong.db, which kong/cmd/config.lua sets "
-                 .. "only after load_plugin_schemas)"
-local CLI_DIES_SYMPTOM = "attempt to index field 'db'"
--- db_import of an exported certificate: Kong validates `key` as a PEM before
--- any transformation runs, so an encrypted key is an invalid key
-local CERT_REIMPORT = "Fix what real Kong and a security review found: a certificate row as stored (key and "
-                      .. "key_alt encrypted, what db_export writes) cannot be upserted back with transform = false "
-                      .. "(db_import): Kong's certificates entity checks parse the key before the keyring can "
-                      .. "open it"
-local CERT_REIMPORT_SYMPTOM = "invalid key"
-
--- kong/runloop/handler.lua get_updated_plugins_iterator: a rebuild that fails
--- keeps the stale iterator; the keyring's on_read fails a rebuild in the
--- access phase (it uses placeholders only in init and init_worker)
-local STALE_ITERATOR = "Fix what real Kong and a security review found: one plugin row the node cannot open "
-                       .. "(tampered, or under a key the node does not hold yet) fails every rebuild of the "
-                       .. "plugins iterator: no plugin change reaches the proxy any more"
-
 -- two certificate pairs: RSA `cert`/`key` and ECDSA `cert_alt`/`key_alt`
 local PAIRS = {
   A = { cert = ssl_fixtures.cert, key = ssl_fixtures.key,
@@ -69,21 +42,6 @@ local PAIRS = {
 
 
 -- helpers ------------------------------------------------------------------
-
---- A test whose assertions fail today because of a plugin bug: pending while
--- `fn` fails with `symptom` (plain text in the failure), a failure once it
--- passes (then drop the pending), an error when it fails in another way.
-local function known_bug(subject, symptom, fn)
-  local ok, err = pcall(fn)
-  if ok then
-    error("passes now, drop its pending: " .. subject, 2)
-  end
-  if not tostring(err):find(symptom, 1, true) then
-    error(err, 0)
-  end
-  pending(subject)
-end
-
 
 local function assert_prefix(key_id, raw, what)
   assert.equals("$ke$2$-" .. key_id .. "-", raw:sub(1, 8 + #key_id), what)
@@ -364,34 +322,34 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
                                                                  username = row.username, password = row.password })
       end },
     -- known data loss
-    { name = "PUT /basic-auths/:id without the id in the body (new row)", bug = PUT_WITHOUT_ID, status = 200,
+    { name = "PUT /basic-auths/:id without the id in the body (new row)", status = 200,
       write = function(c)
         c.id = uuid()
         return admin("PUT", "/basic-auths/" .. c.id, { consumer = { id = bob.id }, username = c.username,
                                                        password = c.password })
       end },
-    { name = "PUT /basic-auths/:id without the id in the body (existing row)", bug = PUT_WITHOUT_ID,
+    { name = "PUT /basic-auths/:id without the id in the body (existing row)",
       existing = true, status = 200,
       write = function(c)
         return admin("PUT", "/basic-auths/" .. c.id, { consumer = { id = bob.id }, username = c.username,
                                                        password = c.password })
       end },
-    { name = "PUT /consumers/:consumer/basic-auth/:id without the id in the body (nested)", bug = PUT_WITHOUT_ID,
+    { name = "PUT /consumers/:consumer/basic-auth/:id without the id in the body (nested)",
       existing = true, status = 200,
       write = function(c)
         return admin("PUT", "/consumers/bob/basic-auth/" .. c.id, { username = c.username, password = c.password })
       end },
-    { name = "PUT /basic-auths/:username without the id (endpoint key, existing row)", bug = PUT_WITHOUT_ID,
+    { name = "PUT /basic-auths/:username without the id (endpoint key, existing row)",
       existing = true, status = 200,
       write = function(c)
         return admin("PUT", "/basic-auths/" .. c.username, { consumer = { id = bob.id }, password = c.password })
       end },
     { name = "PUT /consumers/:consumer/basic-auth/:username without the id (nested, endpoint key, existing row)",
-      bug = PUT_WITHOUT_ID, existing = true, status = 200,
+      existing = true, status = 200,
       write = function(c)
         return admin("PUT", "/consumers/bob/basic-auth/" .. c.username, { password = c.password })
       end },
-    { name = "DAO upsert with transform = false without the id in the entity", bug = PUT_WITHOUT_ID, status = 200,
+    { name = "DAO upsert with transform = false without the id in the entity", status = 200,
       write = function(c)
         c.id = uuid()
         return db_import_entity("basicauth_credentials", c.id, {
@@ -413,14 +371,7 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
           end
           check_credential(c, json.id)
         end
-        if not case.bug then
-          return test()
-        end
-        finally(function()
-          -- the row cannot be read nor deleted through Kong any more
-          psql("DELETE FROM basicauth_credentials WHERE username = '" .. c.username .. "'")
-        end)
-        known_bug(case.bug, case.symptom or PUT_WITHOUT_ID_SYMPTOM, test)
+        test()
       end)
     end
 
@@ -543,7 +494,7 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
       end },
     -- known data loss
     { name = "DAO upsert with transform = false of the row as stored (what db_import of an export does)",
-      bug = CERT_REIMPORT, symptom = CERT_REIMPORT_SYMPTOM, existing = true, status = 200,
+      existing = true, status = 200,
       write = function(c)
         local row = stored_row("certificates", c.id)
         c.pair, c.old_stored = PAIRS.A, nil
@@ -551,22 +502,22 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
                                                         cert_alt = row.cert_alt, key_alt = row.key_alt,
                                                         snis = { c.sni } })
       end },
-    { name = "PUT /certificates/:id without the id in the body (new row)", bug = PUT_WITHOUT_ID, status = 200,
+    { name = "PUT /certificates/:id without the id in the body (new row)", status = 200,
       write = function(c)
         c.id = uuid()
         return admin("PUT", "/certificates/" .. c.id, certificate_body(c.pair, c.sni))
       end },
-    { name = "PUT /certificates/:id without the id in the body (existing row)", bug = PUT_WITHOUT_ID,
+    { name = "PUT /certificates/:id without the id in the body (existing row)",
       existing = true, status = 200,
       write = function(c)
         return admin("PUT", "/certificates/" .. c.id, certificate_body(c.pair, c.sni))
       end },
-    { name = "PUT /certificates/:sni without the id (by SNI name, existing row)", bug = PUT_WITHOUT_ID,
+    { name = "PUT /certificates/:sni without the id (by SNI name, existing row)",
       existing = true, status = 200,
       write = function(c)
         return admin("PUT", "/certificates/" .. c.sni, certificate_body(c.pair, c.sni))
       end },
-    { name = "PUT /certificates/:sni without the id (by SNI name, new row)", bug = PUT_WITHOUT_ID, status = 200,
+    { name = "PUT /certificates/:sni without the id (by SNI name, new row)", status = 200,
       write = function(c)
         return admin("PUT", "/certificates/" .. c.sni, certificate_body(c.pair, c.sni))
       end },
@@ -585,19 +536,7 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
           end
           check_certificate(c, json.id)
         end
-        if not case.bug then
-          return test()
-        end
-        finally(function()
-          local id = psql("SELECT certificate_id FROM snis WHERE name = '" .. c.sni .. "'")
-          psql("DELETE FROM snis WHERE name = '" .. c.sni .. "'")
-          for _, cid in ipairs({ id, c.id }) do
-            if cid and cid ~= "" then
-              psql("DELETE FROM certificates WHERE id = '" .. cid .. "'")
-            end
-          end
-        end)
-        known_bug(case.bug, case.symptom or PUT_WITHOUT_ID_SYMPTOM, test)
+        test()
       end)
     end
   end)
@@ -743,27 +682,27 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
                                                    service = { id = c.service.id }, config = row.config })
       end },
     -- known data loss
-    { name = "PUT /plugins/:id without the id in the body (new row)", bug = PUT_WITHOUT_ID, status = 200,
+    { name = "PUT /plugins/:id without the id in the body (new row)", status = 200,
       write = function(c)
         c.id = uuid()
         return admin("PUT", "/plugins/" .. c.id, plugin_body(c, { service = { id = c.service.id } }))
       end },
-    { name = "PUT /plugins/:id without the id in the body (existing row)", bug = PUT_WITHOUT_ID, existing = true,
+    { name = "PUT /plugins/:id without the id in the body (existing row)", existing = true,
       status = 200,
       write = function(c)
         return admin("PUT", "/plugins/" .. c.id, plugin_body(c, { service = { id = c.service.id } }))
       end },
-    { name = "PUT /services/:service/plugins/:id without the id in the body (nested)", bug = PUT_WITHOUT_ID,
+    { name = "PUT /services/:service/plugins/:id without the id in the body (nested)",
       existing = true, status = 200,
       write = function(c)
         return admin("PUT", "/services/" .. c.service.name .. "/plugins/" .. c.id, plugin_body(c))
       end },
-    { name = "PUT /routes/:route/plugins/:id without the id in the body (nested)", bug = PUT_WITHOUT_ID,
+    { name = "PUT /routes/:route/plugins/:id without the id in the body (nested)",
       existing = "route", status = 200,
       write = function(c)
         return admin("PUT", "/routes/" .. c.route.name .. "/plugins/" .. c.id, plugin_body(c))
       end },
-    { name = "PUT /plugins/:instance_name without the id (endpoint key, existing row)", bug = PUT_WITHOUT_ID,
+    { name = "PUT /plugins/:instance_name without the id (endpoint key, existing row)",
       existing = true, status = 200,
       write = function(c)
         return admin("PUT", "/plugins/" .. c.instance, plugin_body(c, { service = { id = c.service.id } }))
@@ -783,17 +722,7 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
           end
           check_plugin(c, json.id)
         end
-        if not case.bug then
-          return test()
-        end
-        finally(function()
-          -- an unreadable plugin row stops every worker from rebuilding its
-          -- plugins iterator: remove it, then make the workers rebuild
-          psql("DELETE FROM plugins WHERE service_id = '" .. c.service.id .. "' OR route_id = '"
-               .. c.route.id .. "'")
-          assert.equals(200, (admin("PATCH", "/plugins/" .. ba_probe.id, { tags = { "rebuild-" .. c.i } })))
-        end)
-        known_bug(case.bug, case.symptom or PUT_WITHOUT_ID_SYMPTOM, test)
+        test()
       end)
     end
 
@@ -816,15 +745,13 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
       -- as a row written under a key this node does not hold yet)
       psql("UPDATE plugins SET config = jsonb_set(config, '{secret}', (SELECT config -> 'secret' FROM plugins "
            .. "WHERE id = '" .. other.id .. "')) WHERE id = '" .. broken.id .. "'")
-      known_bug(STALE_ITERATOR, old_config.secret, function()
-        local status, body = admin("PATCH", "/plugins/" .. other.id, { config = other.config })
-        assert.equals(200, status, body)
-        on_both_workers(function()
-          return proxy("GET", other.path)
-        end, function(s, json, b)
-          assert.equals(200, s, b)
-          assert_config(other.config, json.config)
-        end)
+      local status, body = admin("PATCH", "/plugins/" .. other.id, { config = other.config })
+      assert.equals(200, status, body)
+      on_both_workers(function()
+        return proxy("GET", other.path)
+      end, function(s, json, b)
+        assert.equals(200, s, b)
+        assert_config(other.config, json.config)
       end)
     end)
   end)
@@ -909,16 +836,14 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
       local ok, _, _, stderr = kong_config("parse", file, "bundled,secret-probe")
       assert.is_true(ok, stderr)
 
-      known_bug(CLI_DIES, CLI_DIES_SYMPTOM, function()
-        local imported, _, stdout, err = kong_config("db_import", file)
-        assert.is_true(imported, err)
-        assert.matches("import successful", stdout, 1, true)
-        -- the CLI wrote behind the node's back (no events): make the workers
-        -- rebuild their plugins iterator
-        assert.equals(200, (admin("PATCH", "/plugins/" .. ba_probe.id, { tags = { "after-db-import" } })))
-        check_credential(cred, cred.id)
-        check_plugin(plugin, plugin.id)
-      end)
+      local imported, _, stdout, err = kong_config("db_import", file)
+      assert.is_true(imported, err)
+      assert.matches("import successful", stdout, 1, true)
+      -- the CLI wrote behind the node's back (no events): make the workers
+      -- rebuild their plugins iterator
+      assert.equals(200, (admin("PATCH", "/plugins/" .. ba_probe.id, { tags = { "after-db-import" } })))
+      check_credential(cred, cred.id)
+      check_plugin(plugin, plugin.id)
     end)
 
     it("of plaintext in an encrypted field is refused: keys live only in a running node", function()
@@ -935,12 +860,10 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
       local ok, _, _, stderr = kong_config("parse", file, "bundled,secret-probe")
       assert.is_true(ok, stderr)
 
-      known_bug(CLI_DIES, CLI_DIES_SYMPTOM, function()
-        local imported, _, _, err = kong_config("db_import", file)
-        assert.is_false(imported)
-        assert.matches("keyring keys are only available in a running node", err, 1, true)
-        assert.equals("0", psql("SELECT count(*) FROM basicauth_credentials WHERE id = '" .. id .. "'"))
-      end)
+      local imported, _, _, err = kong_config("db_import", file)
+      assert.is_false(imported)
+      assert.matches("keyring keys are only available in a running node", err, 1, true)
+      assert.equals("0", psql("SELECT count(*) FROM basicauth_credentials WHERE id = '" .. id .. "'"))
       -- whatever the CLI did, the plaintext never reached the database
       assert.equals("0", psql("SELECT count(*) FROM basicauth_credentials WHERE id = '" .. id .. "'"))
       assert.is_nil(kr.pg_dump():find(password, 1, true))

@@ -9,12 +9,41 @@ local ffi = require "ffi"
 local cpu = require "kong.keyring.cpu"
 
 
-do
+-- The native library: on package.cpath, else where `luarocks make` puts it
+-- beside these Lua files (Kong's CLI applies lua_package_path but not
+-- lua_package_cpath), or in this repository's lib/.
+local function native_path()
   local path = package.searchpath("kong.keyring.native", package.cpath)
+  if path then
+    return path, true
+  end
+  local lua_dir = debug.getinfo(1, "S").source:match("^@(.*)/kong/keyring/init%.lua$")
+  if not lua_dir then
+    return nil
+  end
+  local candidates = {
+    (lua_dir:gsub("/share/lua/5%.1$", "/lib/lua/5.1")) .. "/kong/keyring/native.so",
+    (lua_dir:gsub("/lua$", "/lib")) .. "/kong/keyring/native.so",
+  }
+  for _, candidate in ipairs(candidates) do
+    local f = io.open(candidate, "rb")
+    if f then
+      f:close()
+      return candidate, false
+    end
+  end
+end
+
+
+do
+  local path, on_cpath = native_path()
   if path then -- when it is not found, the require below says so
     local ok, err = cpu.check(path)
     if not ok then
       error(err, 0)
+    end
+    if not on_cpath then
+      package.preload["kong.keyring.native"] = assert(package.loadlib(path, "luaopen_kong_keyring_native"))
     end
   end
 end

@@ -6,6 +6,7 @@
 -- Key delivery between nodes (cluster_events, keyring_nodes) builds on this.
 
 local keyring = require "kong.keyring"
+local resty_lock = require "resty.lock"
 
 
 local fmt = string.format
@@ -41,19 +42,32 @@ function _M:lit(v)
 end
 
 
+-- A check value that differs from the one `keyring_meta` lists for `id`:
+-- another key already holds that id in the cluster (409, never merged).
+local function conflict(id)
+  return nil, "key '" .. id .. "' already exists in the cluster with different material", 409
+end
+
+
 --- Records a key added on this node: its meta row (alive) and recovery row.
+-- @return true, or nil, error and an HTTP status (409: the id is another key's)
 function _M:added(id)
   local kcv, err = keyring.check_value(id)
   if not kcv then
     return nil, err
   end
-  local ok
-  ok, err = self:query(fmt([[
+  local rows
+  rows, err = self:query(fmt([[
     INSERT INTO keyring_meta (id, state, kcv) VALUES (%s, 'alive', %s)
-    ON CONFLICT (id) DO UPDATE SET kcv = EXCLUDED.kcv, updated_at = CURRENT_TIMESTAMP(0);
+    ON CONFLICT (id) DO UPDATE SET kcv = EXCLUDED.kcv, updated_at = CURRENT_TIMESTAMP(0)
+      WHERE keyring_meta.kcv IS NULL OR keyring_meta.kcv = EXCLUDED.kcv
+    RETURNING id;
   ]], self:lit(id), self:lit(kcv)))
-  if not ok then
+  if not rows then
     return nil, err
+  end
+  if #rows == 0 then
+    return conflict(id)
   end
   return self:backup(id)
 end
@@ -82,18 +96,95 @@ end
 -- failed statement would leave a pooled connection in an aborted transaction.
 
 
---- Marks `id` active and every other id alive, in one transaction.
+-- Every activation in the cluster takes this transaction-level advisory
+-- lock first, so activations are applied one after the other and each one
+-- demotes the key the previous one made active (without it, two at once
+-- both see the old active row and one fails on the unique index).
+local ACTIVATION_LOCK = 0x6b6b6163
+
+
+--- Marks `id` active and every other id alive, in one transaction,
+-- serialised with every other activation of the cluster.
+-- @return true, or nil, error and an HTTP status (409: the id is another key's)
 function _M:activated(id)
   local kcv, err = keyring.check_value(id)
   if not kcv then
     return nil, err
   end
-  return self:query(fmt([[
+  local res
+  res, err = self:query(fmt([[
+    SELECT pg_advisory_xact_lock(%d);
     UPDATE keyring_meta SET state = 'alive', updated_at = CURRENT_TIMESTAMP(0)
-      WHERE state = 'active' AND id <> %s;
+      WHERE state = 'active' AND id <> %s
+        AND NOT EXISTS (SELECT 1 FROM keyring_meta WHERE id = %s AND kcv <> %s);
     INSERT INTO keyring_meta (id, state, kcv) VALUES (%s, 'active', %s)
-      ON CONFLICT (id) DO UPDATE SET state = 'active', kcv = EXCLUDED.kcv, updated_at = CURRENT_TIMESTAMP(0);
-  ]], self:lit(id), self:lit(id), self:lit(kcv)))
+      ON CONFLICT (id) DO UPDATE SET state = 'active', kcv = EXCLUDED.kcv, updated_at = CURRENT_TIMESTAMP(0)
+        WHERE keyring_meta.kcv IS NULL OR keyring_meta.kcv = EXCLUDED.kcv
+      RETURNING id;
+  ]], ACTIVATION_LOCK, self:lit(id), self:lit(id), self:lit(kcv), self:lit(id), self:lit(kcv)))
+  if not res then
+    return nil, err
+  end
+  if #res[3] == 0 then
+    return conflict(id)
+  end
+  return true
+end
+
+
+--- The id `keyring_meta` marks active, or false when none is.
+function _M:active_in_database()
+  local rows, err = self:query("SELECT id FROM keyring_meta WHERE state = 'active';")
+  if not rows then
+    return nil, err
+  end
+  return rows[1] and rows[1].id or false
+end
+
+
+--- Activates `id` in the cluster, then makes this node use the key the
+-- database marks active: another activation may have been applied after
+-- ours. Activations of this node's workers are serialised by a lock so
+-- that the last one to read the database is the last one to activate.
+-- @return true, or nil, error and an HTTP status (404 unknown id; 409 the
+-- id is another key's, or a concurrent activation was applied after ours)
+function _M:activate(id)
+  local held, herr = keyring.check_value(id)
+  if not held then
+    return nil, herr, herr:find("not found", 1, true) and 404 or 400
+  end
+  local lock, err = resty_lock:new("kong_locks", { exptime = 30, timeout = 30 })
+  if not lock then
+    return nil, "cannot create the activation lock: " .. tostring(err)
+  end
+  local elapsed
+  elapsed, err = lock:lock("keyring:activate")
+  if not elapsed then
+    return nil, "cannot take the activation lock: " .. tostring(err)
+  end
+
+  local ok, status
+  ok, err, status = self:activated(id)
+  local active, rerr
+  if ok then
+    active, rerr = self:active_in_database()
+    if active and keyring.check_value(active) then
+      keyring.activate(active)
+    end
+  end
+  lock:unlock()
+
+  if not ok then
+    return nil, err, status
+  end
+  if not active then
+    return nil, rerr or "no active key in keyring_meta after the activation"
+  end
+  if active ~= id then
+    return nil, "key '" .. id .. "' was activated, then key '" .. active
+                .. "' by a concurrent request: '" .. active .. "' is active", 409
+  end
+  return true
 end
 
 
@@ -118,15 +209,15 @@ end
 --- Records an imported set of keys and its active id.
 function _M:imported(ids, active)
   for _, id in ipairs(ids) do
-    local ok, err = self:added(id)
+    local ok, err, status = self:added(id)
     if not ok then
-      return nil, err
+      return nil, err, status
     end
   end
   if active then
-    local ok, err = self:activated(active)
+    local ok, err, status = self:activate(active)
     if not ok then
-      return nil, err
+      return nil, err, status
     end
   end
   self.keys_arrived()

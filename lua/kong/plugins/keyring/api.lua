@@ -185,19 +185,9 @@ return {
       if not id then
         return fail(400, "missing 'key' param")
       end
-      local previous = keyring.active_id()
-      local ok, err = keyring.activate(id)
+      local ok, err, status = state.strategy:activate(id)
       if not ok then
-        local status = status_of(err)
-        return fail(status, status == 404 and "not found" or err)
-      end
-      ok, err = state.strategy:activated(id)
-      if not ok then
-        -- the database still names the previous key: keep writing with it
-        if previous then
-          keyring.activate(previous)
-        end
-        return fail(500, err)
+        return fail(status or 500, status == 404 and "not found" or err)
       end
       log("key '", id, "' activated")
       return kong.response.exit(204)
@@ -256,10 +246,10 @@ return {
       if not ring then
         return fail(status_of(err), err)
       end
-      local ok
-      ok, err = state.strategy:imported(ring.ids, ring.active)
+      local ok, status
+      ok, err, status = state.strategy:imported(ring.ids, ring.active)
       if not ok then
-        return fail(500, err)
+        return fail(status or 500, err)
       end
       log("imported keys ", concat(ring.ids, ", "), ring.active and (", activated '" .. ring.active .. "'") or "")
       return kong.response.exit(200, ring_json(ring.ids, ring.active), JSON)
@@ -276,9 +266,10 @@ return {
       if not ok then
         return fail(status_of(err), err)
       end
-      ok, err = state.strategy:added(id)
+      local status
+      ok, err, status = state.strategy:added(id)
       if not ok then
-        return fail(500, err)
+        return fail(status or 500, err)
       end
       log("key '", id, "' imported")
       return kong.response.exit(201)

@@ -1,8 +1,8 @@
 -- Which fields of a Kong schema are encrypted, and walking them (SPEC §8).
 --
--- A plan lists the `encrypted = true` fields of a schema: for entities,
--- top-level strings and arrays/sets of strings; for plugin (and vault)
--- `config` records, fields at any depth of records and arrays of records.
+-- A plan lists the `encrypted = true` fields of a schema: strings and
+-- arrays/sets of strings, at any depth of records and arrays of records
+-- (entities: `keys.pem.private_key`; plugin and vault `config` records).
 -- Fields that are `unique`, the `endpoint_key` or part of `cache_key` are left
 -- alone (random ciphertext would break lookups) and reported to `warn`.
 
@@ -84,13 +84,14 @@ local function record_plan(fields, path, warn)
 end
 
 
---- Plan for an entity schema (top-level fields only, as Kong marks them).
+--- Plan for an entity schema: its encrypted top-level fields, and those
+-- inside its records and arrays of records (`keys.pem.private_key`).
 -- @return the plan (possibly empty)
 function _M.entity_plan(schema, warn)
   local plan = {}
   for name, def in each_field(schema.fields) do
+    local where = schema.name .. "." .. name
     if def.encrypted then
-      local where = schema.name .. "." .. name
       local kind = leaf_kind(def)
       if is_lookup_field(schema, name, def) then
         warn(where .. " is unique, the endpoint key or part of the cache key; not encrypted")
@@ -98,6 +99,12 @@ function _M.entity_plan(schema, warn)
         plan[#plan + 1] = { name = name, kind = kind }
       else
         warn(where .. " is marked encrypted but is not a string or an array of strings; left as is")
+      end
+
+    elseif def.type == "record" or (STRING_LISTS[def.type] and def.elements and def.elements.type == "record") then
+      local sub = record_plan({ { [name] = def } }, schema.name, warn)
+      if #sub > 0 then
+        plan[#plan + 1] = sub[1]
       end
     end
   end
@@ -129,8 +136,8 @@ end
 local apply
 
 
-local function apply_strings(list, fn, path)
-  local out = copy(list)
+local function apply_strings(list, fn, path, in_place)
+  local out = in_place and list or copy(list)
   for i, v in ipairs(list) do
     if type(v) == "string" then
       local res, err = fn(v, path)
@@ -144,12 +151,14 @@ local function apply_strings(list, fn, path)
 end
 
 
---- Copies `tbl` with `fn(value, path)` applied to every planned string.
+--- Copies `tbl` with `fn(value, path)` applied to every planned string, or
+-- with `in_place`, changes `tbl` itself (reads: the row is fresh from the
+-- database, and a copy costs more than the decryption).
 -- `fn` returns the new value, or nil and an error (the walk stops there).
 -- Values that are absent, null (ngx.null) or not of the planned type are kept.
--- @return the new table, or nil and an error
-function apply(plan, tbl, fn, path)
-  local out = copy(tbl)
+-- @return the new (or changed) table, or nil and an error
+function apply(plan, tbl, fn, path, in_place)
+  local out = in_place and tbl or copy(tbl)
   for _, node in ipairs(plan) do
     local name = node.name
     local v = tbl[name]
@@ -159,14 +168,14 @@ function apply(plan, tbl, fn, path)
     if node.kind == "string" and type(v) == "string" then
       res, err = fn(v, here)
     elseif node.kind == "strings" and type(v) == "table" then
-      res, err = apply_strings(v, fn, here)
+      res, err = apply_strings(v, fn, here, in_place)
     elseif node.kind == "record" and type(v) == "table" then
-      res, err = apply(node.plan, v, fn, here)
+      res, err = apply(node.plan, v, fn, here, in_place)
     elseif node.kind == "records" and type(v) == "table" then
-      res = copy(v)
+      res = in_place and v or copy(v)
       for i, item in ipairs(v) do
         if type(item) == "table" then
-          res[i], err = apply(node.plan, item, fn, here .. "[" .. i .. "]")
+          res[i], err = apply(node.plan, item, fn, here .. "[" .. i .. "]", in_place)
           if err then
             break
           end

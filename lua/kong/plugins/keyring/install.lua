@@ -11,6 +11,9 @@ local cluster = require "kong.keyring.strategies.cluster"
 local fields = require "kong.plugins.keyring.fields"
 local transform = require "kong.plugins.keyring.transform"
 local state = require "kong.plugins.keyring.state"
+local binding = require "kong.plugins.keyring.binding"
+local checks = require "kong.plugins.keyring.checks"
+local ADMIN_API = require("kong.pdk.private.phases").phases.admin_api
 
 
 local ngx = ngx
@@ -54,7 +57,44 @@ end
 _M.placeholder = placeholder
 
 
+-- Where an unreadable value becomes the placeholder instead of an error.
+-- Entities (credentials...): only where Kong cannot fail (init, init_worker)
+-- — on the proxy a credential must never be compared with a placeholder, and
+-- a 401 would lock a valid user out silently. Plugin and vault configs: also
+-- in the proxy's iterator rebuilds (rewrite, access, timers), since Kong
+-- keeps its stale plugins iterator when a rebuild fails and no plugin change
+-- would reach the proxy any more; a placeholder secret fails closed. Never in
+-- nginx's content phase (but for Kong's GET /): the Admin API answers, and
+-- a control plane's export to data planes must fail rather than ship
+-- placeholders.
 local CANNOT_FAIL = { init = true, init_worker = true }
+
+local function entity_may_hide(phase)
+  return CANNOT_FAIL[phase]
+end
+
+local function config_may_hide(phase)
+  if phase ~= "content" then
+    return true
+  end
+  -- Kong's node information (GET /) reads every plugin row only to list
+  -- their names: it must answer on a node that lacks a key
+  return ngx.ctx.KONG_PHASE == ADMIN_API and ngx.var.uri == "/" and ngx.req.get_method() == "GET"
+end
+
+
+-- One error-log line per key id and worker for reads that fail on the proxy
+-- (the request itself gets Kong's 500).
+local reported = {}
+
+local function report_unreadable(err)
+  local id = err:match("keyring key '([^']+)' is not available on this node")
+  if not reported[id or err] then
+    reported[id or err] = true
+    log(ngx.ERR, "cannot read stored values: ", err, "; requests that need them fail until the key is imported ",
+        "(POST /keyring/import) or recovered")
+  end
+end
 
 
 local function unavailable(err)
@@ -64,9 +104,12 @@ end
 
 -- An error from a transformation. In an Admin API request, answer as SPEC
 -- §1.3 says (503 for a missing key, 400 for a refused value), not with Kong's
--- generic 500 for transformation errors.
+-- generic 500 for transformation errors. Only there: the control plane's
+-- config export to data planes also runs in nginx's content phase
+-- (Kong's cluster_listener), where ending the request is not allowed.
 local function failed(err, writing)
-  if get_phase() == "content" and kong and kong.response then
+  local ctx = get_phase() == "content" and ngx.ctx
+  if ctx and ctx.KONG_PHASE == ADMIN_API and kong and kong.response then
     if unavailable(err) then
       return kong.response.exit(503, { message = err })
     end
@@ -84,17 +127,15 @@ local function hide_ciphertext(v)
 end
 
 
--- on_write / on_read around `encrypt` / `decrypt` of transform.lua, for the
--- plan `plan_of(entity)`. Where the caller cannot fail (init, init_worker:
--- Kong's plugins iterator and router builds), an unreadable value becomes
--- the placeholder and the configuration is flushed once keys arrive.
-local function transformation(schema, plan_of, encrypt, decrypt, hidden)
+-- on_write / on_read around `encrypt` / `decrypt` of transform.lua, for
+-- `plan`. on_read decrypts the row in place and returns nothing to merge:
+-- Kong merges a transformation's answer into the row, a walk of the whole
+-- config that cost more than the decryption. Where `may_hide(phase)`, an
+-- unreadable value becomes the placeholder and the configuration is flushed
+-- once keys arrive.
+local function transformation(schema, plan, encrypt, decrypt, hide, may_hide)
   return {
     on_write = function(entity)
-      local plan = plan_of(entity)
-      if #plan == 0 then
-        return entity
-      end
       local out, err = encrypt(schema, plan, entity)
       if not out then
         return failed(err, true)
@@ -102,71 +143,57 @@ local function transformation(schema, plan_of, encrypt, decrypt, hidden)
       return out
     end,
     on_read = function(entity)
-      local plan = plan_of(entity)
-      if #plan == 0 then
-        return entity
-      end
       local out, err = decrypt(schema, plan, entity)
-      if not out and CANNOT_FAIL[get_phase()] then
+      if out then
+        return {}
+      end
+      local phase = get_phase()
+      if may_hide(phase) then
         state.needs_flush = true
-        log(ngx.WARN, "stored ", schema.name, " value unreadable during ", get_phase(), ": ", err)
-        return hidden(plan, entity)
+        log(ngx.WARN, "stored ", schema.name, " value unreadable during ", phase, ": ", err)
+        hide(entity)
+        return {}
       end
-      if not out then
-        return failed(err, false)
+      if phase ~= "content" then
+        report_unreadable(err)
       end
-      return out
+      return failed(err, false)
     end,
   }
 end
 
 
+-- on_write of entities: the validators Kong could not run on marked values
+-- (checks.lua), then encryption
+local function encrypt_checked(schema, plan, entity)
+  local ok, err = checks.run_deferred(schema, plan, entity)
+  if not ok then
+    return nil, err
+  end
+  return transform.encrypt_entity(schema, plan, entity)
+end
+
+
 local function entity_transformation(schema, plan)
-  return transformation(schema, function() return plan end,
-                        transform.encrypt_entity, transform.decrypt_entity,
-                        function(_, entity)
-                          return fields.apply(plan, entity, hide_ciphertext)
-                        end)
+  return transformation(schema, plan, encrypt_checked, transform.decrypt_entity,
+                        function(entity)
+                          fields.apply(plan, entity, hide_ciphertext, nil, true)
+                        end, entity_may_hide)
 end
 
 
--- plans of config subschemas, per entity (plugins, vaults) and subschema name
-local config_plans = {}
-
-
-local function config_plan(schema, name)
-  local plans = config_plans[schema.name]
-  if not plans then
-    plans = {}
-    config_plans[schema.name] = plans
-  end
-  local plan = plans[name]
-  if plan == nil then
-    local sub = schema.subschemas and schema.subschemas[name]
-    plan = sub and fields.config_plan(sub, name, warn) or {}
-    plans[name] = plan
-    if #plan > 0 then
-      log(ngx.INFO, "encrypting ", name, " ", schema.name, " fields: ", fields.describe(plan, "config"))
-    end
-  end
-  return plan
-end
-
-
--- For entities whose `config` record is specialised per row by a subschema
--- (plugins and vaults, by `name`): the plan is looked up lazily, since
--- subschemas are registered after the handler loads.
-local function config_transformation(schema)
-  local key = schema.subschema_key
-  return transformation(schema, function(entity) return config_plan(schema, entity[key]) end,
+-- For a plugin's or vault's config subschema: the row's context is named
+-- after the entity (`plugins:<id>`), not after the subschema.
+local function config_transformation(entity_name, plan)
+  return transformation({ name = entity_name, primary_key = { "id" } }, plan,
                         transform.encrypt_config, transform.decrypt_config,
-                        function(plan, entity)
-                          return { config = fields.apply(plan, entity.config, hide_ciphertext) }
-                        end)
+                        function(entity)
+                          fields.apply(plan, entity.config, hide_ciphertext, "config", true)
+                        end, config_may_hide)
 end
 
 
-local installed = {} -- schemas already handled
+local installed = {} -- schemas and subschemas already handled
 -- on_write functions of the transformations we appended: Kong's Schema.new
 -- deep-copies a definition's transformation tables, but not the functions
 local ours = {}
@@ -179,17 +206,66 @@ local function append(schema, transformation)
 end
 
 
+local function has_ours(schema)
+  for _, t in ipairs(schema and schema.transformations or {}) do
+    if ours[t.on_write] then
+      return true
+    end
+  end
+  return false
+end
+
+
+-- Whether `schema` or one of its subschemas holds one of our
+-- transformations (also a live schema that Kong built from a definition we
+-- had patched).
+local function encrypting(schema)
+  if has_ours(schema) then
+    return true
+  end
+  for _, sub in pairs(schema.subschemas or {}) do
+    if has_ours(sub) then
+      return true
+    end
+  end
+  return false
+end
+
+
+-- A plugin's or vault's config subschema, live or still a definition (Kong
+-- adds the subschemas of plugins that load after this one later, from their
+-- schema modules: Schema.new copies the transformations list). The
+-- transformation sits on the subschema, so rows of plugins without
+-- encrypted fields never pay for it.
+local function install_config(entity_name, sub_name, sub)
+  if installed[sub] or type(sub) ~= "table" or type(sub.fields) ~= "table" or has_ours(sub) then
+    return
+  end
+  installed[sub] = true
+  local plan = fields.config_plan(sub, sub_name, warn)
+  if #plan > 0 then
+    append(sub, config_transformation(entity_name, plan))
+    log(ngx.INFO, "encrypting ", sub_name, " ", entity_name, " fields: ", fields.describe(plan, "config"))
+  end
+end
+
+
 -- An entity schema (a live DAO schema or a daos.lua definition not yet
--- turned into one: Schema.new copies the transformations list).
+-- turned into one). For plugins and vaults, their subschemas as they are now.
 local function install_entity(schema)
-  if installed[schema] or type(schema.fields) ~= "table" then
+  if type(schema.fields) ~= "table" then
+    return
+  end
+  if schema.subschema_key then
+    for name, sub in pairs(schema.subschemas or {}) do
+      install_config(schema.name, name, sub)
+    end
+    return
+  end
+  if installed[schema] or has_ours(schema) then
     return
   end
   installed[schema] = true
-  if schema.subschema_key then
-    append(schema, config_transformation(schema))
-    return
-  end
   local plan = fields.entity_plan(schema, warn)
   if #plan > 0 then
     append(schema, entity_transformation(schema, plan))
@@ -198,28 +274,76 @@ local function install_entity(schema)
 end
 
 
--- `kong config db_import` upserts with transform = false: encrypt in place.
-local function upsert_safety_net(entity, name, options)
-  if type(options) ~= "table" or options.transform ~= false or type(entity) ~= "table" then
+-- Our on_write functions for `entity` of `schema`: the entity's, or its
+-- config subschema's.
+local function our_writes(schema, entity)
+  local list = {}
+  local sub = schema.subschema_key and schema.subschemas and schema.subschemas[entity[schema.subschema_key]]
+  for _, s in ipairs({ schema, sub }) do
+    for _, t in ipairs(s.transformations or {}) do
+      if ours[t.on_write] then
+        list[#list + 1] = t.on_write
+      end
+    end
+  end
+  return list
+end
+
+
+-- Binds writes to the stored primary key (binding.lua) on every DAO whose
+-- schema got one of our transformations.
+local function bind_daos()
+  for _, dao in pairs(kong.db and kong.db.daos or {}) do
+    if encrypting(dao.schema) then
+      binding.wrap(dao)
+    end
+  end
+end
+
+
+-- Writes our transformations did not see: upserts with transform = false
+-- (`kong config db_import` of an export), and in Kong's CLI every write
+-- (the CLI loads plugin handlers before it creates `kong.db`, so the
+-- schemas get our transformations here, on first use; what ran before did
+-- not include them). Our on_write is applied to the entity being written:
+-- in place for upserts and updates; an insert's pre hook only sees the
+-- caller's input, so there it can only refuse.
+local function safety_net(entity, name, options, in_place)
+  if type(entity) ~= "table" then
+    return true
+  end
+  local skipped = type(options) == "table" and options.transform == false
+  if not (skipped or transform.is_offline()) then
     return true
   end
   local dao = kong.db[name]
   local schema = dao and dao.schema
-  if not schema or not schema.transformations then
+  if not schema then
     return true
   end
-  for _, t in ipairs(schema.transformations) do
-    if ours[t.on_write] then
-      local out, err = t.on_write(entity)
-      if not out then
-        return nil, err
-      end
+  install_entity(schema)
+  for _, on_write in ipairs(our_writes(schema, entity)) do
+    local out, err = on_write(entity)
+    if not out then
+      return nil, err
+    end
+    if in_place then
       for k, v in pairs(out) do
         entity[k] = v
       end
     end
   end
   return true
+end
+
+
+local function write_safety_net(entity, name, options)
+  return safety_net(entity, name, options, true)
+end
+
+
+local function insert_safety_net(entity, name, options)
+  return safety_net(entity, name, options, false)
 end
 
 
@@ -245,6 +369,11 @@ function _M.at_load()
          .. "set KONG_KEYRING_ENABLED, KONG_KEYRING_STRATEGY, KONG_KEYRING_PUBLIC_KEY, ... instead")
   end
 
+  if ngx.IS_CLI then
+    -- marked values in an export pass Kong's validators, keyring on or off
+    checks.install()
+  end
+
   local kconf = kong and kong.configuration or {}
   if not conf.keyring_enabled or kconf.role == "data_plane" or kconf.database == "off" then
     -- values pass through; marked values stay readable once enabled
@@ -264,25 +393,43 @@ function _M.at_load()
     state.strategy = cluster.new(conf, kong.db, _M.keys_arrived)
   end
 
-  for _, dao in pairs(kong.db.daos or {}) do
+  checks.install()
+
+  -- `kong.db` is nil when Kong's CLI loads this handler (kong config ...)
+  local daos = kong.db and kong.db.daos or {}
+  for _, dao in pairs(daos) do
     install_entity(dao.schema)
   end
+  bind_daos()
 
-  -- plugins whose entities Kong has not created yet (pairs order)
+  -- plugins Kong has not loaded yet (pairs order): their entities and their
+  -- config subschemas, through the definitions Kong will build them from
+  local subschemas = daos.plugins and daos.plugins.schema.subschemas or {}
   for name in pairs(kconf.loaded_plugins or {}) do
     local ok, defs = pcall(require, "kong.plugins." .. name .. ".daos")
     if ok and type(defs) == "table" then
       for _, def in ipairs(defs) do
-        if not (kong.db.daos or {})[def.name] then
+        if not daos[def.name] then
           install_entity(def)
         end
+      end
+    end
+    if not subschemas[name] then
+      local def
+      ok, def = pcall(require, "kong.plugins." .. name .. ".schema")
+      if ok and type(def) == "table" then
+        install_config("plugins", name, def)
       end
     end
   end
 
   local hooks = require "kong.hooks"
-  hooks.register_hook("dao:upsert:pre", upsert_safety_net)
-  hooks.register_hook("dao:upsert_by:pre", upsert_safety_net)
+  hooks.register_hook("dao:upsert:pre", write_safety_net)
+  hooks.register_hook("dao:upsert_by:pre", write_safety_net)
+  if ngx.IS_CLI then
+    hooks.register_hook("dao:update:pre", write_safety_net)
+    hooks.register_hook("dao:insert:pre", insert_safety_net)
+  end
 end
 
 
@@ -291,6 +438,8 @@ function _M.init_worker()
   if not state.strategy then
     return
   end
+  -- plugin DAOs created after this handler loaded
+  bind_daos()
   local ok, err = keyring.init_worker()
   if not ok then
     log(ngx.ERR, "cannot lock the keyring region in memory: ", err)

@@ -56,6 +56,11 @@ function _M.go_offline()
 end
 
 
+function _M.is_offline()
+  return offline
+end
+
+
 local function encryptor(context)
   return function(v, path)
     if v == "" then
@@ -101,21 +106,55 @@ function _M.encrypt_entity(schema, plan, entity)
 end
 
 
---- on_read for an entity schema with a non-empty plan.
--- @return the entity with plaintext, or nil and an error
+--- For validators that Kong runs before the transformations (certificates
+-- parse `key` as a PEM key): the entity with its marked values opened under
+-- this row's context. In the CLI, where nothing can be opened, `false` when
+-- a planned value is marked (the running node that wrote it validated it).
+-- @return the entity, false, or nil and an error
+function _M.open_entity(schema, plan, entity)
+  local any_marked = false
+  local out, err = fields.apply(plan, entity, function(v, path)
+    if not marked(v) then
+      return v
+    end
+    any_marked = true
+    if offline then
+      return v
+    end
+    local plain, derr = keyring.decrypt(v, _M.context(schema, entity))
+    if not plain then
+      return nil, fmt("%s: encrypted value cannot be stored in this row (%s)", path, derr)
+    end
+    return plain
+  end)
+  if not out then
+    return nil, err
+  end
+  if offline and any_marked then
+    return false
+  end
+  return out
+end
+
+
+--- on_read for an entity schema with a non-empty plan: decrypts the row in
+-- place. @return the row with plaintext, or nil and an error
 function _M.decrypt_entity(schema, plan, entity)
   if type(entity) ~= "table" then
     return entity
   end
-  return fields.apply(plan, entity, decryptor(_M.context(schema, entity)))
+  return fields.apply(plan, entity, decryptor(_M.context(schema, entity)), nil, true)
 end
 
 
-local function config_call(schema, plan, entity, make)
+--- on_write for a plugin (or vault) row: walks `config` with the plan of the
+-- row's subschema; `schema` is the entity's (its name is the context's).
+-- @return `{ config = ... }`, or nil and an error
+function _M.encrypt_config(schema, plan, entity)
   if type(entity) ~= "table" or type(entity.config) ~= "table" then
     return entity
   end
-  local config, err = fields.apply(plan, entity.config, make(_M.context(schema, entity)), "config")
+  local config, err = fields.apply(plan, entity.config, encryptor(_M.context(schema, entity)), "config")
   if not config then
     return nil, err
   end
@@ -123,16 +162,17 @@ local function config_call(schema, plan, entity, make)
 end
 
 
---- on_write for a plugin (or vault) row: walks `config` with the plan of the
--- row's subschema. @return `{ config = ... }`, or nil and an error
-function _M.encrypt_config(schema, plan, entity)
-  return config_call(schema, plan, entity, encryptor)
-end
-
-
---- on_read for a plugin (or vault) row. @return `{ config = ... }`, or nil and an error
+--- on_read for a plugin (or vault) row: decrypts its `config` in place.
+-- @return the row, or nil and an error
 function _M.decrypt_config(schema, plan, entity)
-  return config_call(schema, plan, entity, decryptor)
+  if type(entity) ~= "table" or type(entity.config) ~= "table" then
+    return entity
+  end
+  local _, err = fields.apply(plan, entity.config, decryptor(_M.context(schema, entity)), "config", true)
+  if err then
+    return nil, err
+  end
+  return entity
 end
 
 
