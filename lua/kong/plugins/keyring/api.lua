@@ -262,6 +262,7 @@ return {
       if not id or not key then
         return fail(400, "missing 'id' or 'data' params")
       end
+      local held = keyring.check_value(id) ~= nil
       local ok, err = keyring.add(id, key)
       if not ok then
         return fail(status_of(err), err)
@@ -269,6 +270,10 @@ return {
       local status
       ok, err, status = state.strategy:added(id)
       if not ok then
+        -- all or nothing: the cluster does not list it, so this node drops it
+        if not held then
+          keyring.remove(id)
+        end
         return fail(status or 500, err)
       end
       log("key '", id, "' imported")

