@@ -365,12 +365,21 @@ describe("Plugin: keyring (proxy: basic-auth, key-auth, session) [#" .. strategy
       assert.same({}, ring.ids)
 
       -- basic-auth cannot read the stored hash: an error, never a login
+      local started = ngx.now()
       every_answer(6, function()
         return proxy("GET", "/basic", basic("bob", password))
       end, function(s, json, body)
         assert.equals(500, s, body)
         assert.is_nil(json and json.consumer)
       end)
+      ngx.update_time()
+      assert.is_true(ngx.now() - started < 5, "the answers took " .. (ngx.now() - started) .. " s")
+      -- why, once per key and worker in the error log, not once per request
+      local lines = kr.log_lines("[keyring] cannot read stored values: keyring key '")
+      assert.is_true(#lines >= 1 and #lines <= 2, #lines .. " lines")
+      for _, line in ipairs(lines) do
+        assert.matches("keyring key '[%w]+' is not available on this node", line)
+      end
       -- the key-auth key is plaintext, so its login works; the plugin
       -- iterator was built at start without keys: placeholders, never the
       -- stored ciphertext
