@@ -24,21 +24,6 @@ local DP_PREFIX = kr.prefix .. "-dp"
 local DP_PROXY = kr.port_base + 4
 local DP_ADMIN = kr.port_base + 5
 
--- `kong config db_export` / `db_import` die before any of our code can act
--- (the plugin's handler is loaded before the CLI sets kong.db)
-local CLI_BUG = "install%.lua:%d+: attempt to index field 'db' %(a nil value%)"
-local CLI_PENDING = "Fix what real Kong and a security review found: the Kong CLI (kong config db_export / "
-                    .. "db_import) loads the plugin's handler before it sets kong.db, and install.lua "
-                    .. "indexes kong.db.daos there"
-
--- a control plane without keys, asked for config by a data plane
-local CP_PENDING = "Fix what real Kong and a security review found: on a control plane without the key, "
-                   .. "the config export for a connecting data plane runs in Kong's cluster_listener phase "
-                   .. "(ngx phase content): the keyring's read failure calls kong.response.exit there, which "
-                   .. "raises, so the export aborts inside its read-only transaction and the control plane's "
-                   .. "next query on that connection fails (cannot execute INSERT in a read-only transaction)"
-
-
 local function basic(user, password)
   return { Authorization = "Basic " .. ngx.encode_base64(user .. ":" .. password) }
 end
@@ -209,16 +194,11 @@ describe("Plugin: keyring (keys missing, hybrid mode, CLI, disabled) [#" .. stra
   describe("kong config (the Kong CLI)", function()
     local file_n = 0
 
-    -- `kong config <args>` with this node's settings; a run that hits the
-    -- CLI bug marks the test pending
+    -- `kong config <args>` with this node's settings
     local function kong_config(args)
       local ok, _, stdout, stderr = helpers.kong_exec("config " .. args .. " -c " .. helpers.test_conf_path,
                                                       env(), true)
-      local out = (stdout or "") .. (stderr or "")
-      if not ok and out:find(CLI_BUG) then
-        pending(CLI_PENDING)
-      end
-      return ok, out
+      return ok, (stdout or "") .. (stderr or "")
     end
 
     local function declarative_file(config)
@@ -468,9 +448,6 @@ describe("Plugin: keyring (keys missing, hybrid mode, CLI, disabled) [#" .. stra
       assert.equals(401, (proxy("GET", "/probe-auth", basic("alice-dp", "wrong"), nil, DP_PROXY)))
       -- refused for the missing key, and nothing else broke on the way
       local line = kr.log_lines(refused, CP_PREFIX)[1]
-      if line:find("function cannot be called in cluster_listener phase", 1, true) then
-        pending(CP_PENDING)
-      end
       assert.matches("keyring key '" .. key_id .. "' is not available on this node", line, 1, true)
       assert.same({}, kr.log_lines("in a read-only transaction", CP_PREFIX))
     end)
