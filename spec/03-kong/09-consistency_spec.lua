@@ -1,7 +1,8 @@
 -- What the keyring keeps consistent in real Kong (2 workers): one key per id
 -- in the cluster, concurrent activations that leave the node and the
 -- database agreeing, encrypted fields inside entity records (keys.pem),
--- and what proxied requests answer when a credential's key is missing.
+-- unmarked values under keyring_accept_legacy = off, and no start-up next to
+-- Kong's incremental sync (which would store decrypted rows).
 
 local helpers = require "spec.helpers"
 local kr = require "keyring_helpers"
@@ -136,6 +137,55 @@ describe("Plugin: keyring (consistency) [#" .. strategy .. "]", function()
     it("keeps the private key out of the database", function()
       local body_line = key.private:match("\n([^\n]+)\n")
       assert.is_nil(kr.pg_dump():find(body_line, 1, true))
+    end)
+  end)
+
+  describe("a stored value without the marker (written before the keyring was on)", function()
+    local cred
+
+    lazy_setup(function()
+      local status, body
+      status, body = admin("POST", "/consumers", { username = "legacy" })
+      assert.equals(201, status, body)
+      status, body, cred = admin("POST", "/consumers/legacy/basic-auth", { username = "legacy", password = "pw" })
+      assert.equals(201, status, body)
+      -- as Kong OSS without the keyring stored it
+      psql(fmt("UPDATE basicauth_credentials SET password = '%s' WHERE id = '%s'", cred.password, cred.id))
+    end)
+
+    it("reads back as it is by default", function()
+      local status, body, read = admin("GET", "/basic-auths/" .. cred.id)
+      assert.equals(200, status, body)
+      assert.equals(cred.password, read.password)
+    end)
+
+    it("is refused on every read with keyring_accept_legacy = off", function()
+      assert(helpers.restart_kong(kr.kong_env {
+        proxy_listen = env.proxy_listen, admin_listen = env.admin_listen, keyring_accept_legacy = "off",
+      }))
+      helpers.wait_until(function()
+        return (admin("GET", "/keyring")) == 200
+      end, 10)
+      local status, body = admin("GET", "/basic-auths/" .. cred.id)
+      assert.equals(500, status, body)
+      assert.is_nil(body:find(cred.password, 1, true))
+      assert.equals(1, #kr.log_lines("unencrypted value refused: keyring_accept_legacy is off"))
+    end)
+  end)
+
+  describe("with Kong's incremental sync", function()
+    it("refuses to start, naming both settings", function()
+      local prefix = kr.prefix .. "-sync"
+      local ok, err = helpers.start_kong(kr.kong_env {
+        prefix = prefix,
+        proxy_listen = fmt("127.0.0.1:%d", kr.port_base + 2),
+        admin_listen = fmt("127.0.0.1:%d", kr.port_base + 3),
+        cluster_rpc = "on",
+        cluster_incremental_sync = "on",
+      })
+      assert.falsy(ok)
+      local said = (err or "") .. kr.error_log(prefix)
+      assert.matches("cannot be on together with cluster_rpc and cluster_incremental_sync", said, 1, true)
     end)
   end)
 end)

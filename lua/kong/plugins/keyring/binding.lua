@@ -17,25 +17,17 @@
 -- so the entity handed to Kong carries the key the row is stored under.
 -- Kong's files are not changed: instance fields shadow the DAO's methods.
 
+local fields = require "kong.plugins.keyring.fields"
 local TRANSFORMATION_ERROR = require("kong.db.errors").codes.TRANSFORMATION_ERROR
 
 
 local type = type
 local pairs = pairs
 local ipairs = ipairs
-local next = next
+local copy = fields.copy
 
 
 local _M = {}
-
-
-local function copy(t)
-  local c = {}
-  for k, v in next, t do
-    c[k] = v
-  end
-  return c
-end
 
 
 -- `entity` with its primary key fields set to `key` (a new table)

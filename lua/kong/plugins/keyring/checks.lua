@@ -19,12 +19,12 @@
 
 local Schema = require "kong.db.schema"
 local transform = require "kong.plugins.keyring.transform"
+local fields = require "kong.plugins.keyring.fields"
 
 
 local type = type
 local pairs = pairs
 local ipairs = ipairs
-local next = next
 
 
 local _M = {}
@@ -41,10 +41,7 @@ local unchecked = setmetatable({}, { __mode = "k" })
 local function without_custom_validator(field)
   local copy = unchecked[field]
   if not copy then
-    copy = {}
-    for k, v in next, field do
-      copy[k] = v
-    end
+    copy = fields.copy(field)
     copy.custom_validator = nil
     unchecked[field] = copy
   end

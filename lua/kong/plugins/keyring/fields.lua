@@ -124,6 +124,7 @@ function _M.config_plan(subschema, name, warn)
 end
 
 
+--- A shallow copy of `t`.
 local function copy(t)
   local c = {}
   for k, v in next, t do
@@ -131,6 +132,7 @@ local function copy(t)
   end
   return c
 end
+_M.copy = copy
 
 
 local apply

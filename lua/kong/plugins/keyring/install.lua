@@ -380,6 +380,13 @@ function _M.at_load()
     return
   end
 
+  if kconf.cluster_rpc and kconf.cluster_incremental_sync then
+    -- Kong would write decrypted rows into clustering_sync_delta
+    error("keyring_enabled (KONG_KEYRING_ENABLED) cannot be on together with cluster_rpc and "
+          .. "cluster_incremental_sync: Kong's incremental sync stores the rows it sends to data planes, "
+          .. "decrypted, in clustering_sync_delta; turn cluster_incremental_sync off", 0)
+  end
+
   if conf.keyring_strategy ~= "cluster" then
     error("keyring_strategy (KONG_KEYRING_STRATEGY): '" .. conf.keyring_strategy
           .. "' is not available in this version of kong-keyring, only 'cluster' is", 0)
@@ -390,6 +397,7 @@ function _M.at_load()
     transform.go_offline()
   else
     assert(keyring.init({ write_format = conf.keyring_write_format, accept_legacy = conf.keyring_accept_legacy }))
+    transform.accept_unmarked(conf.keyring_accept_legacy)
     state.strategy = cluster.new(conf, kong.db, _M.keys_arrived)
   end
 
