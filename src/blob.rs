@@ -44,9 +44,40 @@ struct InnerOut<'a> {
 
 #[derive(Deserialize)]
 struct InnerIn {
-    keys: BTreeMap<String, Zeroizing<String>>,
+    keys: UniqueKeys,
     #[serde(default)]
     active: Option<String>,
+}
+
+/// The `keys` object of an export, in order. serde_json would keep the last
+/// of an id given twice, silently: one id with two different keys is refused
+/// (the same key twice is harmless).
+struct UniqueKeys(Vec<(String, Zeroizing<String>)>);
+
+const LISTED_TWICE: &str = "lists one key id twice with different material";
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object of key ids")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<UniqueKeys, A::Error> {
+                let mut keys: Vec<(String, Zeroizing<String>)> = Vec::new();
+                while let Some((id, key)) = map.next_entry::<String, Zeroizing<String>>()? {
+                    match keys.iter().find(|(seen, _)| *seen == id) {
+                        Some((_, first)) if *first != key => return Err(serde::de::Error::custom(LISTED_TWICE)),
+                        Some(_) => {}
+                        None => keys.push((id, key)),
+                    }
+                }
+                Ok(UniqueKeys(keys))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
 }
 
 /// Keys read back from a blob.
@@ -123,10 +154,16 @@ pub fn import(blob: &[u8], private: &PrivateKey) -> Result<Imported> {
         }
         Some(v) => return Err(Error::Blob("export blob", format!("unknown version {v}"))),
     }
-    let inner: InnerIn = serde_json::from_slice(&data)
-        .map_err(|_| Error::Blob("export blob", "contents do not decode (wrong private key?)".into()))?;
-    let mut keys = Vec::with_capacity(inner.keys.len());
-    for (id, key) in &inner.keys {
+    let inner: InnerIn = serde_json::from_slice(&data).map_err(|e| {
+        let why = if e.to_string().starts_with(LISTED_TWICE) {
+            LISTED_TWICE
+        } else {
+            "contents do not decode (wrong private key?)"
+        };
+        Error::Blob("export blob", why.into())
+    })?;
+    let mut keys = Vec::with_capacity(inner.keys.0.len());
+    for (id, key) in &inner.keys.0 {
         keys.push((KeyId::new(id.as_bytes())?, KeyBytes::from_base64(key.as_bytes())?));
     }
     let active = inner.active.as_deref().map(|a| KeyId::new(a.as_bytes())).transpose()?;

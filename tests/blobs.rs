@@ -428,3 +428,19 @@ garbage_blobs! {
     a_blob_whose_wrapped_key_is_not_base64_fails:
         rebuild(&v2_blob(), |env| env["k"] = json!("%%%")) => Error::Base64(_),
 }
+
+#[test]
+fn a_blob_listing_one_id_twice_with_different_material_fails() {
+    let (first, second) = (random::<32>(), random::<32>());
+    let blob = ee_blob(&rsa().public_spki, &ee_inner(&[(ID, &first), (ID, &second)], ID), false);
+    let err = blob::import(blob.as_bytes(), &rsa().private(Form::Pem)).unwrap_err();
+    assert_eq!(err, Error::Blob("export blob", "lists one key id twice with different material".into()));
+}
+
+#[test]
+fn a_blob_listing_one_key_twice_imports_it_once() {
+    let key = random::<32>();
+    let blob = ee_blob(&rsa().public_spki, &ee_inner(&[(ID, &key), (ID, &key)], ID), false);
+    let imported = blob::import(blob.as_bytes(), &rsa().private(Form::Pem)).unwrap();
+    assert_same_keys(&imported, &[(id(ID), key_bytes(&key))], Some(&id(ID)));
+}

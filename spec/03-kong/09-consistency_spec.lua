@@ -173,6 +173,26 @@ describe("Plugin: keyring (consistency) [#" .. strategy .. "]", function()
     end)
   end)
 
+  describe("a new cluster whose database refuses the first key at start", function()
+    it("retries the bootstrap until the database takes it", function()
+      psql("DELETE FROM keyring_keys")
+      psql("DELETE FROM keyring_meta")
+      psql([[
+        CREATE FUNCTION kk_refuse() RETURNS trigger LANGUAGE plpgsql AS
+          $$ BEGIN RAISE EXCEPTION 'keyring_meta refuses writes (consistency spec)'; END $$;
+        CREATE TRIGGER kk_refuse BEFORE INSERT ON keyring_meta FOR EACH STATEMENT EXECUTE FUNCTION kk_refuse();
+      ]])
+      assert(helpers.restart_kong(env))
+      helpers.wait_until(function()
+        return #kr.log_lines("bootstrap failed, retrying in") > 0
+      end, 15)
+      assert.equals("0", psql("SELECT count(*) FROM keyring_meta"))
+      psql("DROP TRIGGER kk_refuse ON keyring_meta; DROP FUNCTION kk_refuse()")
+      local id = kr.wait_active_key(nil, 20)
+      assert.equals(id, active_in_database())
+    end)
+  end)
+
   describe("with Kong's incremental sync", function()
     it("refuses to start, naming both settings", function()
       local prefix = kr.prefix .. "-sync"

@@ -118,7 +118,8 @@ end
 -- trace of the caller's loop (LuaJIT: "leaving loop in root trace").
 -- Called as a tail call from the public functions, so argument errors at
 -- level 2 point at their caller.
-local function field_call(fn, value, context)
+local field_call
+function field_call(fn, value, context)
   if value == nil then
     return nil
   end
@@ -144,6 +145,14 @@ local function field_call(fn, value, context)
 
   if rc == KK_UNCHANGED then
     return value
+  end
+
+  if rc == KK_AGAIN then
+    -- the active key changed between the two calls and its value needs more
+    -- room still: grow again (rare; the error buffer holds nothing here)
+    grow(tonumber(out_len[0]))
+    local again, again_err = field_call(fn, value, context)
+    return again, again_err
   end
 
   local err = ffi_string(err_buf, err_len[0])

@@ -441,6 +441,25 @@ function _M.at_load()
 end
 
 
+-- The first key of a new cluster (worker 0 of each node): retried until the
+-- database answers, so a database error at start never leaves a cluster
+-- without a key. Waits 1 s, then twice as long each time, up to 30 s.
+local function bootstrap(premature, delay)
+  if premature then
+    return
+  end
+  local res, err = state.strategy:bootstrap()
+  if not res then
+    log(ngx.ERR, "bootstrap failed, retrying in ", delay, " s: ", err)
+    ngx.timer.at(delay, bootstrap, math.min(delay * 2, 30))
+    return
+  end
+  if res == "bootstrapped" then
+    log(ngx.NOTICE, "generated and activated the cluster's first key")
+  end
+end
+
+
 --- Per worker: lock the region, then run the strategy (worker 0 only).
 function _M.init_worker()
   if not state.strategy then
@@ -455,19 +474,7 @@ function _M.init_worker()
   if ngx.worker.id() ~= 0 then
     return
   end
-  ngx.timer.at(0, function(premature)
-    if premature then
-      return
-    end
-    local res, berr = state.strategy:bootstrap()
-    if not res then
-      log(ngx.ERR, "bootstrap failed: ", berr)
-      return
-    end
-    if res == "bootstrapped" then
-      log(ngx.NOTICE, "generated and activated the cluster's first key")
-    end
-  end)
+  ngx.timer.at(0, bootstrap, 1)
 end
 
 
