@@ -140,6 +140,33 @@ describe("Plugin: keyring (consistency) [#" .. strategy .. "]", function()
     end)
   end)
 
+  describe("a marked value written under a key this node does not hold", function()
+    local plugin
+
+    lazy_setup(function()
+      local status, body
+      status, body, plugin = admin("POST", "/plugins", { name = "secret-probe", config = { secret = "s" } })
+      assert.equals(201, status, body)
+      psql("INSERT INTO keyring_meta (id, state, kcv) VALUES ('Listed99', 'alive', '" .. string.rep("cd", 16) .. "')")
+    end)
+
+    local function marked_under(id)
+      return "$ke$2$-" .. id .. "-" .. string.rep("A", 60)
+    end
+
+    it("is bad input (400) when the cluster does not list the key", function()
+      local status, body, json = admin("PATCH", "/plugins/" .. plugin.id, { config = { secret = marked_under("Nosuch12") } })
+      assert.equals(400, status, body)
+      assert.matches("encrypted value under key 'Nosuch12', which the cluster does not list", json.message, 1, true)
+    end)
+
+    it("is 503 when the cluster lists the key but this node lacks it", function()
+      local status, body, json = admin("PATCH", "/plugins/" .. plugin.id, { config = { secret = marked_under("Listed99") } })
+      assert.equals(503, status, body)
+      assert.matches("keyring key 'Listed99' is not available on this node", json.message, 1, true)
+    end)
+  end)
+
   describe("a stored value without the marker (written before the keyring was on)", function()
     local cred
 

@@ -132,6 +132,17 @@ function _M:activated(id)
 end
 
 
+--- Whether `keyring_meta` lists `id` (nil and an error when the database
+-- cannot tell).
+function _M:lists(id)
+  local rows, err = self:query(fmt("SELECT 1 FROM keyring_meta WHERE id = %s;", self:lit(id)))
+  if not rows then
+    return nil, err
+  end
+  return rows[1] ~= nil
+end
+
+
 --- The id `keyring_meta` marks active, or false when none is.
 function _M:active_in_database()
   local rows, err = self:query("SELECT id FROM keyring_meta WHERE state = 'active';")

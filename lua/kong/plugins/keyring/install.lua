@@ -399,6 +399,9 @@ function _M.at_load()
     assert(keyring.init({ write_format = conf.keyring_write_format, accept_legacy = conf.keyring_accept_legacy }))
     transform.accept_unmarked(conf.keyring_accept_legacy)
     state.strategy = cluster.new(conf, kong.db, _M.keys_arrived)
+    transform.set_cluster_lookup(function(id)
+      return (state.strategy:lists(id))
+    end)
   end
 
   checks.install()

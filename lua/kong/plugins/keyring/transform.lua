@@ -61,6 +61,17 @@ function _M.is_offline()
 end
 
 
+-- `cluster_lists(id)`: whether the cluster lists a key id (true / false;
+-- nil when it cannot tell). A marked value under an id it does not list is
+-- bad input (400); under an id it lists but this node lacks, a 503.
+local cluster_lists
+
+
+function _M.set_cluster_lookup(fn)
+  cluster_lists = fn
+end
+
+
 local function encryptor(context)
   return function(v, path)
     if v == "" then
@@ -77,6 +88,10 @@ local function encryptor(context)
       -- node cannot check: it must open under this row's context
       local _, err = keyring.decrypt(v, context)
       if err then
+        local id = err:match("^keyring key '(.-)' is not available on this node$")
+        if id and cluster_lists and cluster_lists(id) == false then
+          return nil, fmt("%s: encrypted value under key '%s', which the cluster does not list", path, id)
+        end
         return nil, fmt("%s: encrypted value cannot be stored in this row (%s)", path, err)
       end
       return v
