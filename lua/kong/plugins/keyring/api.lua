@@ -102,8 +102,21 @@ local function read_params(self, names, known)
     return nil, unknown_parameter(unknown[1])
   end
 
+  -- Kong's Admin API framework (lapis) keeps the last of a repeated query or
+  -- form argument and lets the body override the query string: look at the
+  -- raw arguments, so that `key=A&key=B` is an error, not an activation of B
+  -- (a repeated multipart field cannot be seen: lapis reads multipart
+  -- bodies as a stream)
+  local query = ngx.req.get_uri_args(0)
+  local ctype = ngx.var.content_type or ""
+  local form = ctype:find("application/x-www-form-urlencoded", 1, true) and ngx.req.get_post_args(0) or {}
+
   local params = {}
   for _, name in ipairs(names) do
+    local q = query[name]
+    if type(q) == "table" or type(form[name]) == "table" or (q ~= nil and given[name] ~= q) then
+      return nil, "'" .. name .. "' must be a string"
+    end
     local v = given[name]
     if v ~= nil and v ~= null and v ~= "" then
       if type(v) ~= "string" then
