@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what `make` needs on a fresh Debian 12 machine (ENVIRONMENT.md §1).
+# Installs what `make` needs on a fresh Debian 12 machine (docs/design.md,
+# "Test environment").
 # Never installs the upstream `luajit` packages: they would remove nginx's lua module.
 set -euo pipefail
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# A private PostgreSQL 15 for the Kong harness specs (ENVIRONMENT.md §4):
+# A private PostgreSQL 15 for the Kong harness specs (docs/design.md,
+# "Test environment"):
 # data under .tmp/pg, 127.0.0.1:55432 only, trust auth, run as `postgres`.
 #
 #   scripts/pg.sh start    initdb when needed, then start (no-op when running)

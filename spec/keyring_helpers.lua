@@ -197,10 +197,10 @@ function _M.on_both_workers(request, check, max)
 end
 
 
---- Opens an export blob (`POST /keyring/export`, SPEC §4 v2) with the
--- management private key (PEM) in the test process and records every key
--- in it for the leak sweep (spec/99-leaks). Returns the blob's key ids,
--- sorted, and its active id; never the key bytes.
+--- Opens an export blob (`POST /keyring/export`, docs/formats.md, "Export blob
+-- v2") with the management private key (PEM) in the test process and records
+-- every key in it for the leak sweep (spec/99-leaks). Returns the blob's key
+-- ids, sorted, and its active id; never the key bytes.
 function _M.remember_blob_keys(blob, private_pem)
   local pkey = require "resty.openssl.pkey"
   local cipher = require "resty.openssl.cipher"

@@ -1,5 +1,5 @@
 //! The cipher work behind both field formats, the export blob and the key
-//! check value (SPEC §1.1, §1.2, §4, §6).
+//! check value (docs/formats.md).
 //!
 //! - v2 seals with AES-256-GCM under `HKDF-SHA256(key, info = "kong-keyring field v2")`
 //!   (RFC 5869, no salt), so a v2 value with its tag stripped is not a v1 value
@@ -100,7 +100,8 @@ pub fn open(gcm: &Aes256Gcm, nonce: &[u8; NONCE_LEN], aad: &[u8], buf: &mut [u8]
 }
 
 /// Key check value: first 32 hex chars of `HMAC-SHA256(key, "kong-keyring-kcv")`
-/// (SPEC §6). Lets nodes compare keys without revealing them.
+/// (docs/formats.md, "Key check value"). Lets nodes compare keys without
+/// revealing them.
 pub fn check_value(key: &KeyBytes) -> String {
     let mut mac = <Hmac<Sha256> as hmac::KeyInit>::new_from_slice(key.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC accepts keys of any length"));

@@ -1,4 +1,5 @@
-//! Export blobs and recovery rows (SPEC §4, §5).
+//! Export blobs and recovery rows (docs/formats.md, "Export blob v2",
+//! "Export blob v1", "Recovery rows").
 //!
 //! Export blob: `base64(JSON{"v":2,"k":..,"n":..,"d":..})` where `k` wraps a
 //! one-time AES key with RSA-OAEP-SHA256 and `d` is the inner JSON

@@ -8,7 +8,7 @@
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A key id outside SPEC §1.3's alphabet or length.
+    /// A key id outside the alphabet or length of docs/formats.md, "Key ids".
     #[error("invalid key id: {0}")]
     InvalidKeyId(&'static str),
     /// Key material that is not 32 bytes (after decoding).
@@ -17,19 +17,20 @@ pub enum Error {
     /// Base64 that does not decode.
     #[error("invalid base64 in {0}")]
     Base64(&'static str),
-    /// Adding an id that is already on the ring with other bytes (SPEC §1.3).
+    /// Adding an id that is already on the ring with other bytes
+    /// (docs/design.md, "Keys on the ring").
     #[error("key '{0}' already exists with different material")]
     KeyConflict(String),
-    /// A value names a key this node does not hold (SPEC §1.3).
+    /// A value names a key this node does not hold (docs/design.md, "Missing keys").
     #[error("keyring key '{0}' is not available on this node")]
     KeyUnavailable(String),
     /// Activate, export or recovery-row of an id that is not on the ring.
     #[error("key '{0}' not found")]
     KeyNotFound(String),
-    /// Writing while no key is active (SPEC §1.3).
+    /// Writing while no key is active (docs/design.md, "Missing keys").
     #[error("no active keyring key on this node")]
     NoActiveKey,
-    /// Removing the active key (SPEC §2).
+    /// Removing the active key (docs/design.md, "Keys on the ring").
     #[error("cannot remove active key")]
     RemoveActive,
     /// Every slot of the shared region is in use.
@@ -51,7 +52,8 @@ pub enum Error {
     #[error("{0}")]
     Rsa(String),
     /// Key material that does not match the check value it must have (a
-    /// recovery row opened with the wrong private key, SPEC §6).
+    /// recovery row opened with the wrong private key; docs/formats.md,
+    /// "Key check value").
     #[error("recovered key '{0}' does not match its check value (wrong private key?)")]
     CheckValue(String),
     /// An export blob or recovery row that cannot be decoded.

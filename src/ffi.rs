@@ -102,7 +102,7 @@ fn decrypt_global(value: &[u8], context: &[u8], out: &mut [u8]) -> crate::Result
     global()?.decrypt_into(value, context, out)
 }
 
-/// Encrypts one field value with the active key (SPEC §1.2).
+/// Encrypts one field value with the active key (docs/formats.md, "Field value v2").
 ///
 /// # Safety
 /// Pointers follow the module-level contract.

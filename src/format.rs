@@ -1,4 +1,4 @@
-//! Field ciphertext formats, key ids and key material (SPEC §1).
+//! Field ciphertext formats, key ids and key material (docs/formats.md).
 //!
 //! - v1 (Kong Enterprise, read and import only unless configured):
 //!   `$ke$1$-<id>-<nonce hex, 24>-<ciphertext hex>`
@@ -25,7 +25,7 @@ pub const NONCE_LEN: usize = 12;
 pub const TAG_LEN: usize = 16;
 /// AES-256 key length.
 pub const KEY_LEN: usize = 32;
-/// Longest key id accepted from elsewhere (SPEC §1.3).
+/// Longest key id accepted from elsewhere (docs/formats.md, "Key ids").
 pub const MAX_ID_LEN: usize = 255;
 /// Largest plaintext accepted, far below GCM's 2^36 - 32 byte limit
 /// (NIST SP 800-38D §5.2.1.1); a field this large is a mistake.
@@ -35,7 +35,8 @@ const GENERATED_ID_LEN: usize = 8;
 const ID_ALPHABET: &[u8; 62] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
 
 /// A validated key id: 1–255 printable ASCII chars without `-`, `$` or
-/// whitespace (SPEC §1.3). A `-` would end the id early inside a value.
+/// whitespace (docs/formats.md, "Key ids"). A `-` would end the id early
+/// inside a value.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug)]
 pub struct KeyId(String);
 
@@ -150,7 +151,8 @@ pub enum Parsed<'a> {
 }
 
 /// Takes a field value apart. Anything that starts with `$ke$` but is not
-/// well-formed v1 or v2 is an error, never plaintext (SPEC §1.2).
+/// well-formed v1 or v2 is an error, never plaintext (docs/formats.md,
+/// "Reading values").
 pub fn parse(value: &[u8]) -> Result<Parsed<'_>> {
     if !value.starts_with(MARKER) {
         return Ok(Parsed::Plain);

@@ -1,5 +1,6 @@
 //! The keyring: key management over the shared region and the per-field
-//! encrypt/decrypt both bindings call (SPEC §1, §2).
+//! encrypt/decrypt both bindings call (docs/design.md, "Keys on the ring";
+//! docs/formats.md).
 //!
 //! Each worker keeps a cache of expanded keys (`FieldKey`) tagged with the
 //! region's generation; a call costs one atomic load to revalidate it. Cached
@@ -15,7 +16,8 @@ use crate::format::{self, KeyBytes, KeyId, Parsed, MARKER, MAX_PLAINTEXT, NONCE_
 use crate::region::{Region, SlotView};
 use crate::rng::{self, WorkerRng};
 
-/// Which format `encrypt` writes (SPEC §1.1, `keyring_write_format`).
+/// Which format `encrypt` writes (docs/formats.md, "When to write v1";
+/// `keyring_write_format`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteFormat {
     /// Authenticated, the default.
@@ -162,7 +164,8 @@ impl Keyring {
         Ok(())
     }
 
-    /// Encrypts `plain` for `context` into `out` (SPEC §1.2; v1 when configured).
+    /// Encrypts `plain` for `context` into `out` (docs/formats.md, "Field value
+    /// v2"; v1 when configured).
     /// Values that already carry a marker, and the empty string, are `Unchanged`.
     pub fn encrypt_into(&self, plain: &[u8], context: &[u8], out: &mut [u8]) -> Result<Outcome> {
         if plain.is_empty() || plain.starts_with(MARKER) {
@@ -205,7 +208,8 @@ impl Keyring {
     }
 
     /// Decrypts a marked value for `context` into `out`; plaintext comes back
-    /// `Unchanged` unless `keyring_accept_legacy` is off (SPEC §1.1–1.3).
+    /// `Unchanged` unless `keyring_accept_legacy` is off (docs/formats.md,
+    /// "Reading values").
     pub fn decrypt_into(&self, value: &[u8], context: &[u8], out: &mut [u8]) -> Result<Outcome> {
         let accept_legacy = self.accept_legacy.load(Ordering::Relaxed);
         match format::parse(value)? {
@@ -260,7 +264,8 @@ impl Keyring {
     }
 
     /// Adds a key (not activated). `Ok(false)` when the same id already holds
-    /// the same bytes; another key under that id is a conflict (SPEC §1.3).
+    /// the same bytes; another key under that id is a conflict
+    /// (docs/design.md, "Keys on the ring").
     pub fn add(&self, id: &KeyId, key: &KeyBytes) -> Result<bool> {
         let guard = self.region.write()?;
         if let Some(slot) = guard.find(id) {
@@ -382,7 +387,7 @@ impl Keyring {
             .collect())
     }
 
-    /// The key check value of `id` (SPEC §6).
+    /// The key check value of `id` (docs/formats.md, "Key check value").
     pub fn check_value(&self, id: &KeyId) -> Result<String> {
         let keys = self.material(Some(core::slice::from_ref(id)))?;
         Ok(check_value(&keys[0].1))

@@ -1,6 +1,6 @@
 //! kong-keyring: field-level encryption keyring for Kong Gateway and OpenResty.
 //!
-//! The layers, bottom up (DESIGN.md):
+//! The layers, bottom up (docs/design.md, "Layers"):
 //! - Rust core, no Lua and no IO: [`format`], [`aead`], [`region`],
 //!   [`keyring`], [`wrap`], [`blob`], [`rng`].
 //! - Binding: `lua` (mlua, `require "kong.keyring.native"`) and `ffi`

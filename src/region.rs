@@ -1,4 +1,4 @@
-//! The locked shared region (DESIGN.md "Worker-shared state", SPEC §2).
+//! The locked shared region (docs/design.md, "The locked shared region").
 //!
 //! One anonymous `MAP_SHARED` mapping, created in the nginx master before the
 //! workers fork, so every worker sees the same bytes. It is excluded from core

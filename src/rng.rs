@@ -1,4 +1,4 @@
-//! Per-process CSPRNG for nonces and keys (SPEC §1.3, §12).
+//! Per-process CSPRNG for nonces and keys (docs/design.md, "Randomness").
 //!
 //! The OS CSPRNG seeds a ChaCha20 generator per thread. nginx forks its workers
 //! from a master that may already have used the generator, so a child would

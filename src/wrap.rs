@@ -1,4 +1,4 @@
-//! RSA keys and key wrapping (SPEC §4, §5, §9, §12).
+//! RSA keys and key wrapping (docs/formats.md, "RSA keys").
 //!
 //! We wrap with RSA-OAEP-SHA256 (MGF1-SHA256) and unwrap both OAEP and
 //! PKCS#1 v1.5, the latter only to read Kong Enterprise artifacts. Keys are
@@ -84,7 +84,8 @@ impl PublicKey {
         Ok(PublicKey(key))
     }
 
-    /// Hex SHA-256 of the SubjectPublicKeyInfo DER: the `recovery_key_id` (SPEC §5).
+    /// Hex SHA-256 of the SubjectPublicKeyInfo DER: the `recovery_key_id`
+    /// (docs/formats.md, "Recovery key id").
     pub fn fingerprint(&self) -> Result<String> {
         let der = self.0.to_public_key_der().map_err(|_| rsa_err("cannot encode RSA public key"))?;
         Ok(hex::encode(Sha256::digest(der.as_bytes())))

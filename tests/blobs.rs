@@ -1,5 +1,6 @@
-//! SPEC §4: export / import blobs. Our v2 blob and our v1-mode blob round trip
-//! and open with the `openssl` CLI; Kong Enterprise v1 blobs built with the CLI
+//! docs/formats.md, "Export blob v2" and "Export blob v1": export / import
+//! blobs. Our v2 blob and our v1-mode blob round trip and open with the
+//! `openssl` CLI; Kong Enterprise v1 blobs built with the CLI
 //! import; wrong keys, unusable RSA keys and damaged blobs fail cleanly.
 //! RSA keys come from `openssl genrsa`, once per test binary.
 
@@ -133,7 +134,8 @@ fn an_exported_ring_decrypts_on_another_node() {
     assert_eq!(node.decrypt(&new, CTX).unwrap().as_deref(), Some(&b"new secret"[..]));
 }
 
-/// Inner JSON of a blob: `{"keys":{"ID":"<b64>"},"active":"ID"}` (SPEC §4).
+/// Inner JSON of a blob: `{"keys":{"ID":"<b64>"},"active":"ID"}` (docs/formats.md,
+/// "Export blob v2").
 fn inner_keys(inner: &[u8]) -> (Vec<(String, Vec<u8>)>, Option<String>) {
     let v: Value = serde_json::from_slice(inner).unwrap();
     let keys = v["keys"]
@@ -185,7 +187,8 @@ fn v2_export_opens_with_openssl_oaep_sha256_and_an_independent_gcm() {
     assert_inner_matches(&inner, &keys, &active);
 }
 
-/// Kong Enterprise's blob, built with the openssl CLI only (SPEC §4):
+/// Kong Enterprise's blob, built with the openssl CLI only (docs/formats.md,
+/// "Export blob v1"):
 /// `d` is the GCM keystream of `inner` under a one-time key, `k` wraps that
 /// key with PKCS#1 v1.5. With `escape_slashes`, every `/` is written `\/`
 /// (lua-cjson's default) in the inner and outer JSON.

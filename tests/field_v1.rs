@@ -1,7 +1,8 @@
-//! SPEC §1.1: legacy v1 values. Values built with `openssl enc -aes-256-ctr`
-//! from the counter block `nonce || 00000002` decrypt, and v1 writes (when
-//! `keyring_write_format = v1`) are exactly what openssl produces for the
-//! nonce they chose. Keys and nonces are random per run.
+//! docs/formats.md, "Field value v1": legacy v1 values. Values built with
+//! `openssl enc -aes-256-ctr` from the counter block `nonce || 00000002`
+//! decrypt, and v1 writes (when `keyring_write_format = v1`) are exactly what
+//! openssl produces for the nonce they chose. Keys and nonces are random per
+//! run.
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -25,7 +26,8 @@ fn check_openssl_v1(v: &Vector<'_>) {
     let ciphertext = openssl_gcm_keystream(&key, &nonce, v.plaintext);
     assert_eq!(ciphertext.len(), v.plaintext.len(), "v1 ciphertext length = plaintext length");
     let ring = ring();
-    // No activation: every key on the ring decrypts (SPEC §2).
+    // No activation: every key on the ring decrypts (docs/design.md, "Keys on
+    // the ring").
     assert!(ring.add(&id(v.id), &key_bytes(&key)).unwrap());
 
     let lower = format!("$ke$1$-{}-{}-{}", v.id, hex::encode(nonce), hex::encode(&ciphertext));
@@ -82,8 +84,8 @@ fn v1_writes_match_openssl_for_the_nonce_they_chose() {
 
 #[test]
 fn v1_under_the_wrong_key_decrypts_to_garbage_not_an_error() {
-    // SPEC §1.1: v1 has no integrity; this is why v2 exists and why
-    // keyring_accept_legacy = off can refuse v1 altogether.
+    // docs/formats.md, "Field value v1": v1 has no integrity; this is why v2
+    // exists and why keyring_accept_legacy = off can refuse v1 altogether.
     let (right, wrong) = (random::<32>(), random::<32>());
     let nonce = random::<12>();
     let plain = b"5baa61e4c9b93f3f0682250b6cf8331b7ee68fd8";

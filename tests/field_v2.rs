@@ -1,7 +1,7 @@
-//! SPEC §1.2: the authenticated v2 format. Round trips, the exact layout, and
-//! that every kind of tampering (any single bit of the text, any single bit of
-//! the decoded payload, truncation, a swapped key id, a wrong or moved context)
-//! is an error, never plaintext.
+//! docs/formats.md, "Field value v2": the authenticated v2 format. Round trips,
+//! the exact layout, and that every kind of tampering (any single bit of the
+//! text, any single bit of the decoded payload, truncation, a swapped key id, a
+//! wrong or moved context) is an error, never plaintext.
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -94,7 +94,8 @@ fn v2_is_written_even_when_v1_values_are_accepted() {
 /// Flips every bit of every byte of a v2 value's text (marker, version, id,
 /// dashes, payload). With `keyring_accept_legacy` off every flip is an error.
 /// With it on, a flip inside `$ke$` makes the value unmarked, which `decrypt`
-/// hands back unchanged by design (SPEC §1.3); any other outcome is an error.
+/// hands back unchanged by design (docs/formats.md, "Reading values"); any
+/// other outcome is an error.
 /// No flip may ever produce plaintext.
 fn check_every_text_bit_flip(len: usize) {
     let ring = ring_with_active(ID, &random::<32>());
@@ -223,7 +224,8 @@ fn v2_with_swapped_key_id_fails() {
 
 #[test]
 fn v2_with_swapped_key_id_fails_even_when_both_ids_hold_the_same_key() {
-    // The id is authenticated as part of the header (SPEC §1.2: AAD = header || context).
+    // The id is authenticated as part of the header (docs/formats.md, "Field
+    // value v2": AAD = header || context).
     let ring = two_key_ring(true);
     let (_, raw) = split_v2(&seal(&ring, b"secret", CTX));
     assert_eq!(ring.decrypt(&join_v2("B", &raw), CTX), Err(Error::Authentication));
@@ -311,8 +313,9 @@ tampered! {
 
 #[test]
 fn v2_with_its_tag_stripped_is_not_a_v1_value() {
-    // SPEC §1.2: the HKDF subkey means v2 nonce || ciphertext relabelled as v1
-    // (the raw key's GCM keystream) does not give the plaintext back.
+    // docs/formats.md, "Field value v2": the HKDF subkey means v2 nonce ||
+    // ciphertext relabelled as v1 (the raw key's GCM keystream) does not give
+    // the plaintext back.
     let ring = ring_with_active(ID, &random::<32>());
     let plain = b"5baa61e4c9b93f3f0682250b6cf8331b7ee68fd8";
     let (key_id, raw) = split_v2(&seal(&ring, plain, b""));
@@ -327,7 +330,8 @@ fn v2_with_its_tag_stripped_is_not_a_v1_value() {
 
 #[test]
 fn v2_payload_may_contain_dashes_after_the_id() {
-    // SPEC §1.2: the id ends at the first '-'; base64url uses '-' too.
+    // docs/formats.md, "Field value v2": the id ends at the first '-';
+    // base64url uses '-' too.
     let ring = ring_with_active(ID, &random::<32>());
     let mut seen_dash = false;
     for _ in 0..200 {

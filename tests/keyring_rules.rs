@@ -1,5 +1,6 @@
-//! SPEC §1.3 and §2: key ids, adding, activating and removing keys, the errors
-//! their callers map to status codes, `keyring_accept_legacy`, and a full region.
+//! docs/formats.md, "Key ids", and docs/design.md, "Keys on the ring": key
+//! ids, adding, activating and removing keys, the errors their callers map to
+//! status codes, `keyring_accept_legacy`, and a full region.
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -383,7 +384,8 @@ fn add_all_with_one_id_twice_and_different_bytes_is_a_conflict() {
 
 #[test]
 fn check_value_is_the_first_half_of_openssl_hmac_sha256() {
-    // SPEC §6: kcv = first 32 hex chars of HMAC-SHA256(key, "kong-keyring-kcv").
+    // docs/formats.md, "Key check value": kcv = first 32 hex chars of
+    // HMAC-SHA256(key, "kong-keyring-kcv").
     let key = random::<32>();
     let ring = ring_with_active(ID, &key);
     let mac = common::openssl(

@@ -1,7 +1,8 @@
-//! SPEC §5: recovery rows (`keyring_keys.key_encrypted`) and the
-//! `recovery_key_id`. Our rows open with `openssl pkeyutl`, rows made by
-//! `openssl pkeyutl` (Kong Enterprise's `$ker$1$`, our `$ker$2$`) open with
-//! ours, and the fingerprint is `sha256sum` of openssl's DER.
+//! docs/formats.md, "Recovery rows": recovery rows
+//! (`keyring_keys.key_encrypted`) and the `recovery_key_id`. Our rows open with
+//! `openssl pkeyutl`, rows made by `openssl pkeyutl` (Kong Enterprise's
+//! `$ker$1$`, our `$ker$2$`) open with ours, and the fingerprint is `sha256sum`
+//! of openssl's DER.
 
 #![allow(clippy::unwrap_used, reason = "tests")]
 
@@ -115,8 +116,9 @@ fn ker1_row_under_the_wrong_private_key_never_yields_the_key_and_its_check_value
     // rejection (the Marvin countermeasure): a wrong private key gives a
     // pseudo-random message instead of an error. About one row in 500
     // (measured: 10 of 5000) comes out 32 bytes long and "opens" to a bogus
-    // key. Only the key check value (SPEC §6) can tell, which is why recovery
-    // must compare it (`native.recover`'s `check_value` argument).
+    // key. Only the key check value (docs/formats.md, "Key check value") can
+    // tell, which is why recovery must compare it (`native.recover`'s
+    // `check_value` argument).
     let wrong = other_rsa().private(Form::Pem);
     let public = rsa().public(Form::Pem);
     const ROWS: usize = 300;

@@ -1,4 +1,4 @@
-//! SPEC §1.2 against implementations other than ours.
+//! docs/formats.md, "Field value v2", against implementations other than ours.
 //!
 //! - Frozen vectors computed once with Node.js `crypto` (OpenSSL's HKDF-SHA256
 //!   and AES-256-GCM) by `tests/data/v2_vectors.js`; not produced by this crate.

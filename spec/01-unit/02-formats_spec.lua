@@ -1,4 +1,5 @@
--- kong.keyring: write_format = "v1" and accept_legacy = false (SPEC §1.1).
+-- kong.keyring: write_format = "v1" and accept_legacy = false
+-- (docs/formats.md, "When to write v1").
 -- Options are process-wide: every block restores the defaults in after_each.
 
 local helpers = require "helpers"

@@ -1,6 +1,7 @@
 -- kong.keyring: export / import blobs, recovery rows and public key ids
--- (SPEC §4, §5). Kong Enterprise artifacts are built here with the openssl CLI
--- and luaossl, independently of the library.
+-- (docs/formats.md, "Export blob v2", "Export blob v1", "Recovery rows").
+-- Kong Enterprise artifacts are built here with the openssl CLI and luaossl,
+-- independently of the library.
 
 local cjson = require "cjson.safe"
 local cipher = require "openssl.cipher"

@@ -18,7 +18,7 @@ describe("keyring (configuration from KONG_KEYRING_*)", function()
     helpers.write_file(dir .. "/cert.pem", pub)
   end)
 
-  it("gives the SPEC §9 defaults when nothing is set", function()
+  it("gives the documented defaults when nothing is set", function()
     local conf = assert(load({}))
     assert.is_false(conf.keyring_enabled)
     assert.equals("cluster", conf.keyring_strategy)

@@ -1,8 +1,8 @@
--- The /keyring Admin API (SPEC §3) in real Kong: every route, its success and
--- error answers, its side effects in the database, bad input of every kind
--- (with both workers still up afterwards), the three body encodings, what
--- Kong's Admin API itself answers before the plugin runs, recovery after a
--- restart, and no key byte or secret body in the node's logs.
+-- The /keyring Admin API (docs/admin-api.md) in real Kong: every route, its
+-- success and error answers, its side effects in the database, bad input of
+-- every kind (with both workers still up afterwards), the three body
+-- encodings, what Kong's Admin API itself answers before the plugin runs,
+-- recovery after a restart, and no key byte or secret body in the node's logs.
 
 local helpers = require "spec.helpers"
 local kr = require "keyring_helpers"
@@ -30,7 +30,7 @@ local hex = project.hex
 local shell_quote = project.shell_quote
 
 
--- every route of SPEC §3 with the parameters it takes and the error for a
+-- every route of docs/admin-api.md with the parameters it takes and the error for a
 -- request without them
 local ROUTES = {
   { method = "GET",  path = "/keyring",            params = {} },
@@ -163,8 +163,9 @@ local function kcv_of(key_b64)
 end
 
 
---- A Kong Enterprise v1 export blob (SPEC §4) for `public_path`: RSA
--- PKCS#1 v1.5 wrapped one-time key, AES-256-GCM keystream without a tag.
+--- A Kong Enterprise v1 export blob (docs/formats.md, "Export blob v1") for
+-- `public_path`: RSA PKCS#1 v1.5 wrapped one-time key, AES-256-GCM keystream
+-- without a tag.
 local function ee_blob(public_path, keys, active)
   local one_time, nonce = random_bytes(32), random_bytes(12)
   local inner = assert(cjson.encode({ keys = keys, active = active }))

@@ -1,7 +1,8 @@
--- The Kong CLI with the keyring plugin loaded (SPEC §9a): `kong config
--- db_export` / `db_import` / `parse`, `kong migrations list` / `up` /
--- `finish`, `kong reload` (keys survive: the region lives in the nginx
--- master) and `kong restart` (keys are gone until imported).
+-- The Kong CLI with the keyring plugin loaded (docs/design.md, "Where there is
+-- no key region"): `kong config db_export` / `db_import` / `parse`,
+-- `kong migrations list` / `up` / `finish`, `kong reload` (keys survive: the
+-- region lives in the nginx master) and `kong restart` (keys are gone until
+-- imported).
 --
 -- One node runs on this file's database with a consumer and its basic-auth
 -- credential, a route with basic-auth + secret-probe (which echoes its

@@ -25,11 +25,12 @@ use kong_keyring::keyring::Keyring;
 use kong_keyring::region::Region;
 use kong_keyring::wrap::{PrivateKey, PublicKey};
 
-/// The id most tests use (the one in SPEC §3's examples).
+/// The id most tests use: 8 alphanumerics, like a generated id
+/// (docs/formats.md, "Key ids").
 pub const ID: &str = "AbC123xy";
-/// A DAO-style context (SPEC §1.2).
+/// A DAO-style context (docs/design.md, "Contexts").
 pub const CTX: &[u8] = b"basicauth_credentials:fc46ce48-c1d6-4078-9f51-5a777350a8a2";
-/// `info` of the v2 field subkey (SPEC §1.2).
+/// `info` of the v2 field subkey (docs/formats.md, "Field value v2").
 pub const V2_INFO: &str = "kong-keyring field v2";
 
 /// A directory under `.tmp/cargo-tests/`, unique per call, removed on drop.
@@ -139,7 +140,8 @@ pub fn openssl_base64(bytes: &[u8]) -> String {
 }
 
 /// GCM's keystream without the tag, by `openssl enc -aes-256-ctr` from the
-/// counter block `nonce || 00000002` (SPEC §1.1). Encrypts and decrypts.
+/// counter block `nonce || 00000002` (docs/formats.md, "Field value v1").
+/// Encrypts and decrypts.
 pub fn openssl_gcm_keystream(key: &[u8; 32], nonce: &[u8; 12], data: &[u8]) -> Vec<u8> {
     let iv = format!("{}00000002", hex::encode(nonce));
     openssl(&["enc", "-aes-256-ctr", "-K", &hex::encode(key), "-iv", &iv, "-nosalt"], data)
@@ -218,7 +220,8 @@ pub fn independent_gcm_seal(key: &[u8; 32], nonce: &[u8; 12], aad: &[u8], plain:
     out
 }
 
-/// A v2 value (SPEC §1.2) built without this crate: openssl HKDF and AES, our GHASH.
+/// A v2 value (docs/formats.md, "Field value v2") built without this crate:
+/// openssl HKDF and AES, our GHASH.
 pub fn independent_v2(key: &[u8; 32], key_id: &str, context: &[u8], nonce: &[u8; 12], plain: &[u8]) -> String {
     let subkey = openssl_hkdf(key, V2_INFO);
     let header = format!("$ke$2$-{key_id}-");
@@ -240,7 +243,7 @@ pub fn join_v2(key_id: &str, raw: &[u8]) -> Vec<u8> {
     format!("$ke$2$-{key_id}-{}", URL_SAFE_NO_PAD.encode(raw)).into_bytes()
 }
 
-/// One RSA key pair in every PEM form the core accepts (SPEC §4).
+/// One RSA key pair in every PEM form the core accepts (docs/formats.md, "RSA keys").
 #[derive(Debug)]
 pub struct RsaPair {
     /// `openssl genrsa`: PKCS#8 `PRIVATE KEY`.
@@ -253,8 +256,8 @@ pub struct RsaPair {
     pub public_pkcs1: String,
 }
 
-/// How a key is handed to the core (SPEC §4): SPKI / PKCS#8 or PKCS#1 PEM,
-/// inline or as base64 of the PEM text.
+/// How a key is handed to the core (docs/formats.md, "RSA keys"): SPKI /
+/// PKCS#8 or PKCS#1 PEM, inline or as base64 of the PEM text.
 #[derive(Debug, Clone, Copy)]
 pub enum Form {
     Pem,
@@ -321,7 +324,7 @@ pub fn small_rsa() -> &'static RsaPair {
     PAIR.get_or_init(|| generate_pair("1024"))
 }
 
-/// Base64 of a PEM text, the third accepted form (SPEC §4).
+/// Base64 of a PEM text, the third accepted form (docs/formats.md, "RSA keys").
 pub fn base64_of(pem: &str) -> String {
     STANDARD.encode(pem)
 }
@@ -350,9 +353,11 @@ pub fn openssl_rsa_decrypt(private_pem: &str, padding: &[&str], wrapped: &[u8]) 
     try_openssl_rsa_decrypt(private_pem, padding, wrapped).unwrap_or_else(|e| panic!("openssl pkeyutl -decrypt failed: {e}"))
 }
 
-/// Kong Enterprise's padding (SPEC §4, §5 `$ker$1$`).
+/// Kong Enterprise's padding (docs/formats.md, "Export blob v1", "Recovery
+/// rows" `$ker$1$`).
 pub const PKCS1: &[&str] = &["-pkeyopt", "rsa_padding_mode:pkcs1"];
-/// Ours: RSA-OAEP with SHA-256 and MGF1-SHA-256 (SPEC §4, §5 `$ker$2$`).
+/// Ours: RSA-OAEP with SHA-256 and MGF1-SHA-256 (docs/formats.md, "Export
+/// blob v2", "Recovery rows" `$ker$2$`).
 pub const OAEP_SHA256: &[&str] = &[
     "-pkeyopt",
     "rsa_padding_mode:oaep",
@@ -361,5 +366,6 @@ pub const OAEP_SHA256: &[&str] = &[
     "-pkeyopt",
     "rsa_mgf1_md:sha256",
 ];
-/// OpenSSL's OAEP default (SHA-1), which is not what SPEC §5 asks for.
+/// OpenSSL's OAEP default (SHA-1), which is not what docs/formats.md,
+/// "Recovery rows" asks for.
 pub const OAEP_SHA1: &[&str] = &["-pkeyopt", "rsa_padding_mode:oaep"];

@@ -1,5 +1,6 @@
-// Frozen v2 field vectors for tests/v2_vectors.rs (SPEC §1.2), computed with
-// Node.js `crypto` (OpenSSL's HKDF-SHA256 and AES-256-GCM), not with this crate.
+// Frozen v2 field vectors for tests/v2_vectors.rs (docs/formats.md, "Field
+// value v2"), computed with Node.js `crypto` (OpenSSL's HKDF-SHA256 and
+// AES-256-GCM), not with this crate.
 // Run: node tests/data/v2_vectors.js
 const c = require('crypto');
 

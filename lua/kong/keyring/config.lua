@@ -1,4 +1,5 @@
--- Keyring settings from `KONG_KEYRING_*` environment variables (SPEC §9).
+-- Keyring settings from `KONG_KEYRING_*` environment variables
+-- (docs/admin-api.md, "Configuration").
 --
 -- Kong OSS drops kong.conf keys it does not know, so the plugin reads its own
 -- variables once, in `init` (the master still has its full environment), and
@@ -49,8 +50,9 @@ _M.OPTIONS = OPTIONS
 local BOOLEANS = { on = true, ["true"] = true, off = false, ["false"] = false }
 
 
--- A path (absolute), inline PEM, or base64 of the PEM (SPEC §4): base64 of
--- "-----BEGIN" starts with "LS0t", so a leading '/' can only be a path.
+-- A path (absolute), inline PEM, or base64 of the PEM (docs/formats.md,
+-- "RSA keys"): base64 of "-----BEGIN" starts with "LS0t", so a leading '/'
+-- can only be a path.
 local function read_key_text(value)
   if value:sub(1, 1) ~= "/" then
     return value

@@ -1,5 +1,6 @@
--- Cluster strategy, node-local half (SPEC §5, §6): what this node records in
--- the database when its ring changes, and the first-key bootstrap.
+-- Cluster strategy, node-local half (docs/design.md, "Cluster strategy"):
+-- what this node records in the database when its ring changes, and the
+-- first-key bootstrap.
 --
 -- `keyring_meta` lists every id of the cluster with its state and key check
 -- value; `keyring_keys` holds recovery rows when a recovery public key is set.
@@ -236,10 +237,10 @@ function _M:imported(ids, active)
 end
 
 
---- Opens every recovery row it can with `private_pem` and adds those keys
--- here (SPEC §5); each key is checked against its `keyring_meta` check value
--- when there is one. A node with no active key then activates the id
--- `keyring_meta` marks active.
+--- Opens every recovery row it can with `private_pem` and adds those keys here
+-- (docs/design.md, "Recovery"); each key is checked against its `keyring_meta`
+-- check value when there is one. A node with no active key then activates the
+-- id `keyring_meta` marks active.
 -- @return recovered ids, not recovered ids; or nil and an error
 function _M:recover(private_pem)
   local rows, err = self:query("SELECT id, key_encrypted FROM keyring_keys ORDER BY created_at, id;")

@@ -1,4 +1,4 @@
--- The /keyring Admin API (SPEC §3), Kong's plain route style: handlers get
+-- The /keyring Admin API (docs/admin-api.md), Kong's plain route style: handlers get
 -- `self.params` (query string, then a JSON, form or multipart body) and end
 -- in `kong.response.exit`.
 --
@@ -314,7 +314,8 @@ return {
     end),
   },
 
-  -- SPEC §7: the token is optional and never logged, stored or broadcast
+  -- Vault strategy (docs/admin-api.md, "POST /keyring/vault/sync"): the
+  -- token is optional and never logged, stored or broadcast
   ["/keyring/vault/sync"] = {
     POST = endpoint({ strategy = "vault", params = { "token" } }, function(params)
       local ok, err = state.strategy:sync(params.token)

@@ -1,5 +1,6 @@
--- The plugin's own tables (SPEC §5, §6). Internal: no generated Admin API, no
--- declarative export (a data plane must never receive wrapped keys).
+-- The plugin's own tables (docs/design.md, "Tables"). Internal: no generated
+-- Admin API, no declarative export (a data plane must never receive wrapped
+-- keys).
 
 local timestamp = { type = "integer", timestamp = true, auto = true }
 

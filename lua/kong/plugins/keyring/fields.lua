@@ -1,4 +1,5 @@
--- Which fields of a Kong schema are encrypted, and walking them (SPEC §8).
+-- Which fields of a Kong schema are encrypted, and walking them
+-- (docs/design.md, "Which fields are encrypted").
 --
 -- A plan lists the `encrypted = true` fields of a schema: strings and
 -- arrays/sets of strings, at any depth of records and arrays of records

@@ -1,4 +1,5 @@
--- What loading the plugin does to Kong (KONG-INTEGRATION §1.5, §1.8, §7a):
+-- What loading the plugin does to Kong (docs/design.md, "Field encryption in
+-- Kong"; docs/kong-integration.md, "Schema transformations", "Start-up order"):
 -- read and validate KONG_KEYRING_*, create the keyring region, and append
 -- whole-entity transformations to every schema with `encrypted = true`
 -- fields, plus a `dao:upsert:pre` / `dao:upsert_by:pre` safety net for `transform = false` upserts
@@ -40,7 +41,8 @@ end
 
 
 -- Per-process random stand-in for a value that cannot be decrypted where the
--- caller cannot fail (SPEC §1.3): never the stored ciphertext.
+-- caller cannot fail (docs/design.md, "Missing keys"): never the stored
+-- ciphertext.
 local placeholder
 do
   local bytes = {}
@@ -83,6 +85,19 @@ local function config_may_hide(phase)
 end
 
 
+-- Whether some worker of this node (or the master, in init) built
+-- configuration with placeholders: in Kong's `kong` shm, since the keys may
+-- arrive through a request another worker serves.
+local NEEDS_FLUSH = "keyring:needs_flush"
+
+local function flag_placeholders()
+  local shm = ngx.shared.kong
+  if shm then
+    shm:set(NEEDS_FLUSH, true)
+  end
+end
+
+
 -- One error-log line per key id and worker for reads that fail on the proxy
 -- (the request itself gets Kong's 500).
 local reported = {}
@@ -102,11 +117,12 @@ local function unavailable(err)
 end
 
 
--- An error from a transformation. In an Admin API request, answer as SPEC
--- §1.3 says (503 for a missing key, 400 for a refused value), not with Kong's
--- generic 500 for transformation errors. Only there: the control plane's
--- config export to data planes also runs in nginx's content phase
--- (Kong's cluster_listener), where ending the request is not allowed.
+-- An error from a transformation. In an Admin API request, answer as
+-- docs/design.md, "Missing keys" says (503 for a missing key, 400 for a
+-- refused value), not with Kong's generic 500 for transformation errors.
+-- Only there: the control plane's config export to data planes also runs in
+-- nginx's content phase (Kong's cluster_listener), where ending the request
+-- is not allowed.
 local function failed(err, writing)
   local ctx = get_phase() == "content" and ngx.ctx
   if ctx and ctx.KONG_PHASE == ADMIN_API and kong and kong.response then
@@ -149,7 +165,7 @@ local function transformation(schema, plan, encrypt, decrypt, hide, may_hide)
       end
       local phase = get_phase()
       if may_hide(phase) then
-        state.needs_flush = true
+        flag_placeholders()
         log(ngx.WARN, "stored ", schema.name, " value unreadable during ", phase, ": ", err)
         hide(entity)
         return {}
@@ -349,10 +365,11 @@ end
 
 --- Keys arrived after config was built with placeholders: flush the core
 -- cache (every worker of the node) so the router and plugins iterator are
--- rebuilt with plaintext (SPEC §1.3).
+-- rebuilt with plaintext (docs/design.md, "Missing keys").
 function _M.keys_arrived()
-  if state.needs_flush and kong.core_cache then
-    state.needs_flush = false
+  local shm = ngx.shared.kong
+  if shm and shm:get(NEEDS_FLUSH) and kong.core_cache then
+    shm:delete(NEEDS_FLUSH)
     log(ngx.NOTICE, "keys arrived: flushing configuration built with placeholders")
     kong.core_cache:purge()
   end
@@ -393,7 +410,8 @@ function _M.at_load()
   end
 
   if ngx.IS_CLI then
-    -- `kong config db_import` / `db_export`: no key region here (SPEC §9a)
+    -- `kong config db_import` / `db_export`: no key region here
+    -- (docs/design.md, "Where there is no key region")
     transform.go_offline()
   else
     assert(keyring.init({ write_format = conf.keyring_write_format, accept_legacy = conf.keyring_accept_legacy }))

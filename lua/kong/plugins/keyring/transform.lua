@@ -1,5 +1,6 @@
 -- The whole-entity transformations the plugin appends to Kong schemas
--- (KONG-INTEGRATION §1.5, SPEC §1.2, §1.3, §8).
+-- (docs/kong-integration.md, "Schema transformations"; docs/design.md,
+-- "Transformations", "Contexts", "Missing keys").
 --
 -- No `input`/`needs`: Kong then passes the whole entity on every write, so a
 -- PATCH that does not mention an encrypted field still re-encrypts it (the
@@ -24,7 +25,8 @@ local MARKER = "$ke$"
 local _M = {}
 
 
---- `<table>:<primary key>` (SPEC §1.2); composite keys joined with ",".
+--- `<table>:<primary key>` (docs/design.md, "Contexts"); composite keys
+-- joined with ",".
 function _M.context(schema, entity)
   local pk = schema.primary_key or { "id" }
   if #pk == 1 then
@@ -50,7 +52,8 @@ local OFFLINE = "keyring keys are only available in a running node"
 local offline = false
 
 
---- Switches this process to offline mode (SPEC §9a).
+--- Switches this process to offline mode (docs/design.md, "Where there is
+-- no key region").
 function _M.go_offline()
   offline = true
 end
@@ -112,13 +115,16 @@ function _M.accept_unmarked(yes)
 end
 
 
-local function decryptor(context)
-  return function(v)
-    if offline or (unmarked_ok and not marked(v)) then
-      return v
-    end
-    return keyring.decrypt(v, context)
+-- The context of the row being read: set just before a walk, which never
+-- yields (decryption is one FFI call), so no closure is made per row.
+local read_context
+
+
+local function decrypt_value(v)
+  if offline or (unmarked_ok and not marked(v)) then
+    return v
   end
+  return keyring.decrypt(v, read_context)
 end
 
 
@@ -169,7 +175,8 @@ function _M.decrypt_entity(schema, plan, entity)
   if type(entity) ~= "table" then
     return entity
   end
-  return fields.apply(plan, entity, decryptor(_M.context(schema, entity)), nil, true)
+  read_context = _M.context(schema, entity)
+  return fields.apply(plan, entity, decrypt_value, nil, true)
 end
 
 
@@ -194,7 +201,8 @@ function _M.decrypt_config(schema, plan, entity)
   if type(entity) ~= "table" or type(entity.config) ~= "table" then
     return entity
   end
-  local _, err = fields.apply(plan, entity.config, decryptor(_M.context(schema, entity)), "config", true)
+  read_context = _M.context(schema, entity)
+  local _, err = fields.apply(plan, entity.config, decrypt_value, nil, true)
   if err then
     return nil, err
   end
