@@ -161,6 +161,12 @@ function _M.log_lines(needle, prefix)
 end
 
 
+--- The headers of an HTTP basic-auth login.
+function _M.basic_auth(username, password)
+  return { Authorization = "Basic " .. ngx.encode_base64(username .. ":" .. password) }
+end
+
+
 --- Repeats a proxy request until `n` answers in a row are not 404 (a new
 -- route reaches each worker's router on its own), then returns the last.
 function _M.proxy_until_routed(method, path, headers, n)

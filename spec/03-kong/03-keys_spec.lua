@@ -24,9 +24,7 @@ local DP_PREFIX = kr.prefix .. "-dp"
 local DP_PROXY = kr.port_base + 4
 local DP_ADMIN = kr.port_base + 5
 
-local function basic(user, password)
-  return { Authorization = "Basic " .. ngx.encode_base64(user .. ":" .. password) }
-end
+local basic = kr.basic_auth
 
 
 for _, strategy in helpers.each_strategy({ "postgres" }) do

@@ -25,9 +25,7 @@ local ROUTES = { "basic", "key", "session" }
 local PLACEHOLDER = "^%$ke%$unavailable%$%x+$"
 
 
-local function basic(username, password)
-  return { Authorization = "Basic " .. encode_base64(username .. ":" .. password) }
-end
+local basic = kr.basic_auth
 
 
 -- secret-probe config of a route: every encrypted depth, distinct per route

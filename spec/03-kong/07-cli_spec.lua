@@ -55,9 +55,7 @@ local function drop_database(name)
 end
 
 
-local function basic(user, password)
-  return { Authorization = "Basic " .. ngx.encode_base64(user .. ":" .. password) }
-end
+local basic = kr.basic_auth
 
 
 local function not_available(id)

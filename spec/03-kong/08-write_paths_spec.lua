@@ -24,7 +24,6 @@ local proxy = kr.proxy
 local psql = kr.psql
 local on_both_workers = kr.on_both_workers
 local fmt = string.format
-local encode_base64 = ngx.encode_base64
 
 
 local RUN = random_string():gsub("[^%w]", ""):sub(1, 10):lower()
@@ -43,14 +42,31 @@ local PAIRS = {
 
 -- helpers ------------------------------------------------------------------
 
+--- One test per table-driven write case: `new(existing)` makes the row to
+-- write (a new one or an existing one), `case.write` writes it, and
+-- `check(row, id)` checks what is stored, read back and proxied.
+local function write_cases(cases, new, check)
+  for _, case in ipairs(cases) do
+    it(case.name, function()
+      local c = new(case.existing)
+      local status, body, json = case.write(c)
+      assert.equals(case.status, status, body)
+      assert.is_table(json, body)
+      if c.id then
+        assert.equals(c.id, json.id)
+      end
+      check(c, json.id)
+    end)
+  end
+end
+
+
 local function assert_prefix(key_id, raw, what)
   assert.equals("$ke$2$-" .. key_id .. "-", raw:sub(1, 8 + #key_id), what)
 end
 
 
-local function basic(username, password)
-  return { Authorization = "Basic " .. encode_base64(username .. ":" .. password) }
-end
+local basic = kr.basic_auth
 
 
 local function run(cmd)
@@ -359,21 +375,7 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
   }
 
   describe("basic-auth credential:", function()
-    for _, case in ipairs(CREDENTIAL_CASES) do
-      it(case.name, function()
-        local c = new_credential(case.existing)
-        local function test()
-          local status, body, json = case.write(c)
-          assert.equals(case.status, status, body)
-          assert.is_table(json, body)
-          if c.id then
-            assert.equals(c.id, json.id)
-          end
-          check_credential(c, json.id)
-        end
-        test()
-      end)
-    end
+    write_cases(CREDENTIAL_CASES, new_credential, check_credential)
 
     it("DAO upsert with transform = false of a value copied from another row is refused", function()
       local a = new_credential(true)
@@ -524,21 +526,7 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
   }
 
   describe("certificate:", function()
-    for _, case in ipairs(CERTIFICATE_CASES) do
-      it(case.name, function()
-        local c = new_certificate(case.existing)
-        local function test()
-          local status, body, json = case.write(c)
-          assert.equals(case.status, status, body)
-          assert.is_table(json, body)
-          if c.id then
-            assert.equals(c.id, json.id)
-          end
-          check_certificate(c, json.id)
-        end
-        test()
-      end)
-    end
+    write_cases(CERTIFICATE_CASES, new_certificate, check_certificate)
   end)
 
   ---------------------------------------------------------------------------
@@ -710,21 +698,7 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
   }
 
   describe("secret-probe plugin config:", function()
-    for _, case in ipairs(PLUGIN_CASES) do
-      it(case.name, function()
-        local c = new_plugin(case.existing)
-        local function test()
-          local status, body, json = case.write(c)
-          assert.equals(case.status, status, body)
-          assert.is_table(json, body)
-          if c.id then
-            assert.equals(c.id, json.id)
-          end
-          check_plugin(c, json.id)
-        end
-        test()
-      end)
-    end
+    write_cases(PLUGIN_CASES, new_plugin, check_plugin)
 
     it("a change reaches the proxy while another plugin row cannot be opened", function()
       local other = new_plugin(true)
