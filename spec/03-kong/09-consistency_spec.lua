@@ -33,9 +33,12 @@ describe("Plugin: keyring (consistency) [#" .. strategy .. "]", function()
 
   lazy_setup(function()
     helpers.get_db_utils(strategy, nil, kr.PLUGINS, kr.VAULTS)
+    local private, public = kr.project.rsa_pair()
     env = kr.kong_env {
       proxy_listen = fmt("127.0.0.1:%d reuseport", kr.port_base),
       admin_listen = fmt("127.0.0.1:%d reuseport", kr.port_base + 1),
+      keyring_public_key = public,
+      keyring_private_key = private,
     }
     assert(helpers.start_kong(env))
     kr.wait_active_key()
@@ -61,6 +64,41 @@ describe("Plugin: keyring (consistency) [#" .. strategy .. "]", function()
       local _, _, ring = admin("GET", "/keyring")
       for _, held in ipairs(ring.ids) do
         assert.not_equals(id, held)
+      end
+    end)
+  end)
+
+  describe("POST /keyring/import when the database refuses it", function()
+    it("answers 500 and leaves the node's ring as it was", function()
+      local _, _, ring = admin("GET", "/keyring")
+      local active = ring.active
+      -- a blob whose active key this node then forgets
+      local other = generate()
+      assert.equals(204, (admin("POST", "/keyring/activate", { key = other })))
+      local status, body, export = admin("POST", "/keyring/export")
+      assert.equals(200, status, body)
+      assert.equals(204, (admin("POST", "/keyring/activate", { key = active })))
+      assert.equals(204, (admin("POST", "/keyring/remove", { key = other })))
+
+      psql([[
+        CREATE FUNCTION kk_refuse_import() RETURNS trigger LANGUAGE plpgsql AS
+          $$ BEGIN RAISE EXCEPTION 'keyring_meta refuses writes (import spec)'; END $$;
+        CREATE TRIGGER kk_refuse_import BEFORE INSERT OR UPDATE ON keyring_meta
+          FOR EACH STATEMENT EXECUTE FUNCTION kk_refuse_import();
+      ]])
+      finally(function()
+        psql("DROP TRIGGER kk_refuse_import ON keyring_meta; DROP FUNCTION kk_refuse_import()")
+      end)
+      local json
+      status, body, json = admin("POST", "/keyring/import", { data = export.data })
+      assert.equals(500, status, body)
+      assert.matches("refuses writes", json.error, 1, true)
+      for _ = 1, 10 do
+        local _, _, now = admin("GET", "/keyring")
+        assert.equals(active, now.active)
+        for _, id in ipairs(now.ids) do
+          assert.not_equals(other, id)
+        end
       end
     end)
   end)

@@ -129,6 +129,29 @@ local function read_params(self, names, known)
 end
 
 
+--- After a database write failed: the ring as it was `before` an import of
+-- `ids` (its active key again, the imported keys it did not hold dropped).
+-- A node that had no active key keeps the blob's: the core has no way back
+-- to "no active key"; its other new keys are still dropped.
+local function restore(before, ids)
+  if not before then
+    return
+  end
+  if before.active then
+    keyring.activate(before.active)
+  end
+  local held = {}
+  for _, id in ipairs(before.ids) do
+    held[id] = true
+  end
+  for _, id in ipairs(ids) do
+    if not held[id] then
+      keyring.remove(id)
+    end
+  end
+end
+
+
 --- A route handler: checks that the keyring runs here, the strategy the
 -- route needs (if any) and the parameters, then calls `fn(params, self)`.
 -- opts: `params` (array of names, default none), `strategy`.
@@ -255,6 +278,7 @@ return {
       if not private then
         return fail(500, "missing backup private key")
       end
+      local before = keyring.keys()
       local ring, err = keyring.import(blob, private)
       if not ring then
         return fail(status_of(err), err)
@@ -262,6 +286,7 @@ return {
       local ok, status
       ok, err, status = state.strategy:imported(ring.ids, ring.active)
       if not ok then
+        restore(before, ring.ids)
         return fail(status or 500, err)
       end
       log("imported keys ", concat(ring.ids, ", "), ring.active and (", activated '" .. ring.active .. "'") or "")
@@ -275,7 +300,7 @@ return {
       if not id or not key then
         return fail(400, "missing 'id' or 'data' params")
       end
-      local held = keyring.check_value(id) ~= nil
+      local before = keyring.keys()
       local ok, err = keyring.add(id, key)
       if not ok then
         return fail(status_of(err), err)
@@ -284,9 +309,7 @@ return {
       ok, err, status = state.strategy:added(id)
       if not ok then
         -- all or nothing: the cluster does not list it, so this node drops it
-        if not held then
-          keyring.remove(id)
-        end
+        restore(before, { id })
         return fail(status or 500, err)
       end
       log("key '", id, "' imported")
