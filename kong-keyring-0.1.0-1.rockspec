@@ -31,6 +31,7 @@ build = {
       ["kong.plugins.keyring.binding"] = "lua/kong/plugins/keyring/binding.lua",
       ["kong.plugins.keyring.checks"] = "lua/kong/plugins/keyring/checks.lua",
       ["kong.plugins.keyring.daos"] = "lua/kong/plugins/keyring/daos.lua",
+      ["kong.plugins.keyring.errors"] = "lua/kong/plugins/keyring/errors.lua",
       ["kong.plugins.keyring.fields"] = "lua/kong/plugins/keyring/fields.lua",
       ["kong.plugins.keyring.handler"] = "lua/kong/plugins/keyring/handler.lua",
       ["kong.plugins.keyring.install"] = "lua/kong/plugins/keyring/install.lua",

@@ -67,5 +67,63 @@ pub enum Error {
     Os(&'static str, String),
 }
 
+/// What kind of failure an [`Error`] is, for callers that choose an answer
+/// by it (the Kong glue maps kinds to HTTP statuses in one place) instead of
+/// matching message text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Bad input: an id, key, value, blob or RSA key that cannot be used.
+    Invalid,
+    /// A tag or check value that does not verify.
+    Authentication,
+    /// The id is not on the ring.
+    NotFound,
+    /// The request contradicts the ring (an id with other material, the active key).
+    Conflict,
+    /// A key this node does not hold, or no active key.
+    Unavailable,
+    /// No free slot in the shared region.
+    Full,
+    /// The region or the operating system failed.
+    Internal,
+}
+
+impl Kind {
+    /// The kind's name as the bindings return it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Invalid => "invalid",
+            Kind::Authentication => "authentication",
+            Kind::NotFound => "not_found",
+            Kind::Conflict => "conflict",
+            Kind::Unavailable => "unavailable",
+            Kind::Full => "full",
+            Kind::Internal => "internal",
+        }
+    }
+}
+
+impl Error {
+    /// The kind of this error.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Error::InvalidKeyId(_)
+            | Error::KeyLength
+            | Error::Base64(_)
+            | Error::Malformed(_)
+            | Error::LegacyRefused(_)
+            | Error::TooLarge(..)
+            | Error::Rsa(_)
+            | Error::Blob(..) => Kind::Invalid,
+            Error::Authentication | Error::CheckValue(_) => Kind::Authentication,
+            Error::KeyNotFound(_) => Kind::NotFound,
+            Error::KeyConflict(_) | Error::RemoveActive => Kind::Conflict,
+            Error::KeyUnavailable(_) | Error::NoActiveKey => Kind::Unavailable,
+            Error::RingFull(_) => Kind::Full,
+            Error::NotInitialized | Error::Os(..) => Kind::Internal,
+        }
+    }
+}
+
 /// Result alias used across the core.
 pub type Result<T, E = Error> = core::result::Result<T, E>;

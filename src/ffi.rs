@@ -16,7 +16,7 @@
 use core::ffi::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use crate::error::Error;
+use crate::error::Kind;
 use crate::keyring::{global, Outcome};
 
 /// Done; `*out_len` bytes of `out` are the result.
@@ -27,7 +27,11 @@ pub const KK_UNCHANGED: c_int = 1;
 pub const KK_ERROR: c_int = -1;
 /// `out` is too small; `*out_len` is the size needed. Nothing was done.
 pub const KK_AGAIN: c_int = -2;
-/// The value names a key this node does not hold; `err` names it.
+/// Bad input (a malformed, oversized or refused value); `err` says why.
+pub const KK_INVALID: c_int = -3;
+/// The value does not verify under its key and context; `err` says so.
+pub const KK_AUTHENTICATION: c_int = -4;
+/// The value names a key this node does not hold, or no key is active; `err` says which.
 pub const KK_NO_KEY: c_int = -5;
 
 type FieldFn = fn(&[u8], &[u8], &mut [u8]) -> crate::Result<Outcome>;
@@ -76,8 +80,15 @@ unsafe fn call(
         Ok(Ok(Outcome::Written(n))) => (KK_OK, n, None),
         Ok(Ok(Outcome::Unchanged)) => (KK_UNCHANGED, 0, None),
         Ok(Ok(Outcome::NeedSpace(n))) => (KK_AGAIN, n, None),
-        Ok(Err(e @ Error::KeyUnavailable(_))) => (KK_NO_KEY, 0, Some(e.to_string())),
-        Ok(Err(e)) => (KK_ERROR, 0, Some(e.to_string())),
+        Ok(Err(e)) => {
+            let code = match e.kind() {
+                Kind::Invalid => KK_INVALID,
+                Kind::Authentication => KK_AUTHENTICATION,
+                Kind::Unavailable => KK_NO_KEY,
+                _ => KK_ERROR,
+            };
+            (code, 0, Some(e.to_string()))
+        }
         Err(_) => (KK_ERROR, 0, Some("internal error in kong.keyring (panic caught)".to_string())),
     };
     // SAFETY: `out_len` and `err_len` are valid for writes per the contract; `err` has `*err_len` bytes.

@@ -20,4 +20,4 @@ pub mod wrap;
 pub mod ffi;
 pub mod lua;
 
-pub use error::{Error, Result};
+pub use error::{Error, Kind, Result};

@@ -13,7 +13,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use mlua::prelude::*;
 
 use crate::blob;
-use crate::error::Error;
+use crate::error::{Error, Kind};
 use crate::format::{KeyBytes, KeyId};
 use crate::keyring::{global, init_global, Keyring, Listing, WriteFormat};
 use crate::wrap::{PrivateKey, PublicKey};
@@ -34,7 +34,7 @@ impl From<Error> for Failure {
 
 type Out = Result<LuaMultiValue, Failure>;
 
-/// Registers `f` so that failures become `nil, message` (or a raised error
+/// Registers `f` so that failures become `nil, message, kind` (or a raised error
 /// for wrong argument types) and a panic cannot escape.
 fn expose<A, F>(lua: &Lua, f: F) -> LuaResult<LuaFunction>
 where
@@ -43,9 +43,9 @@ where
 {
     lua.create_function(move |lua, args: A| match catch_unwind(AssertUnwindSafe(|| f(lua, args))) {
         Ok(Ok(values)) => Ok(values),
-        Ok(Err(Failure::Expected(e))) => (LuaNil, e.to_string()).into_lua_multi(lua),
+        Ok(Err(Failure::Expected(e))) => (LuaNil, e.to_string(), e.kind().name()).into_lua_multi(lua),
         Ok(Err(Failure::Raise(message))) => Err(LuaError::runtime(message)),
-        Err(_) => (LuaNil, "internal error in kong.keyring (panic caught)").into_lua_multi(lua),
+        Err(_) => (LuaNil, "internal error in kong.keyring (panic caught)", Kind::Internal.name()).into_lua_multi(lua),
     })
 }
 

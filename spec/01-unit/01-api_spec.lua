@@ -70,12 +70,12 @@ describe("keyring (Lua API)", function()
     end)
 
     it("answers nil, err when write_format is 'v3'", function()
-      assert.same({ n = 2, nil, "bad 'write_format' option: 'v1' or 'v2' expected, got v3" },
+      assert.same({ n = 3, nil, "bad 'write_format' option: 'v1' or 'v2' expected, got v3", "invalid" },
                   pack(keyring.init({ write_format = "v3" })))
     end)
 
     it("answers nil, err when accept_legacy is the string 'yes'", function()
-      assert.same({ n = 2, nil, "bad 'accept_legacy' option: boolean expected, got string" },
+      assert.same({ n = 3, nil, "bad 'accept_legacy' option: boolean expected, got string", "invalid" },
                   pack(keyring.init({ accept_legacy = "yes" })))
     end)
 
@@ -151,25 +151,25 @@ describe("keyring (Lua API)", function()
 
     it("answers nil, err when decrypting with a wrong context", function()
       local value = assert(keyring.encrypt("s3cr3t", CONTEXT))
-      assert.same({ n = 2, nil, "authentication failed" },
+      assert.same({ n = 3, nil, "authentication failed", "authentication" },
                   pack(keyring.decrypt(value, "basicauth_credentials:other-row")))
     end)
 
     it("answers nil, err when decrypting a context-bound value without context", function()
       local value = assert(keyring.encrypt("s3cr3t", CONTEXT))
-      assert.same({ n = 2, nil, "authentication failed" }, pack(keyring.decrypt(value)))
+      assert.same({ n = 3, nil, "authentication failed", "authentication" }, pack(keyring.decrypt(value)))
     end)
 
     it("answers nil, err when decrypting a value without context under a context", function()
       local value = assert(keyring.encrypt("s3cr3t"))
-      assert.same({ n = 2, nil, "authentication failed" }, pack(keyring.decrypt(value, CONTEXT)))
+      assert.same({ n = 3, nil, "authentication failed", "authentication" }, pack(keyring.decrypt(value, CONTEXT)))
     end)
 
     it("answers nil, err when the key id in the header is swapped for another key's", function()
       local other = helpers.generate_key()
       local value = assert(keyring.encrypt("s3cr3t", CONTEXT))
       local swapped = "$ke$2$-" .. other .. "-" .. value:sub(#id + 9)
-      assert.same({ n = 2, nil, "authentication failed" }, pack(keyring.decrypt(swapped, CONTEXT)))
+      assert.same({ n = 3, nil, "authentication failed", "authentication" }, pack(keyring.decrypt(swapped, CONTEXT)))
       assert(keyring.remove(other))
     end)
 
@@ -178,7 +178,7 @@ describe("keyring (Lua API)", function()
       local i = #value - 5
       local c = value:sub(i, i) == "A" and "B" or "A"
       local tampered = value:sub(1, i - 1) .. c .. value:sub(i + 1)
-      assert.same({ n = 2, nil, "authentication failed" }, pack(keyring.decrypt(tampered, CONTEXT)))
+      assert.same({ n = 3, nil, "authentication failed", "authentication" }, pack(keyring.decrypt(tampered, CONTEXT)))
     end)
 
     it("returns a value that already carries a marker unchanged", function()
@@ -260,7 +260,7 @@ describe("keyring (Lua API)", function()
       local _, key = helpers.generate_key()
       local _, other = helpers.generate_key()
       assert(keyring.add("ApiAdd03", key))
-      assert.same({ n = 2, nil, "key 'ApiAdd03' already exists with different material" },
+      assert.same({ n = 3, nil, "key 'ApiAdd03' already exists with different material", "conflict" },
                   pack(keyring.add("ApiAdd03", other)))
     end)
 
@@ -302,7 +302,7 @@ describe("keyring (Lua API)", function()
     end)
 
     it("answers nil, err when the id is unknown", function()
-      assert.same({ n = 2, nil, "key 'NoSuchId' not found" }, pack(keyring.activate("NoSuchId")))
+      assert.same({ n = 3, nil, "key 'NoSuchId' not found", "not_found" }, pack(keyring.activate("NoSuchId")))
       assert.equals(id, keyring.active_id())
     end)
   end)
@@ -321,12 +321,12 @@ describe("keyring (Lua API)", function()
       local value = assert(keyring.encrypt("gone", CONTEXT))
       assert(keyring.activate(id))
       assert(keyring.remove(new_id))
-      assert.same({ n = 2, nil, "keyring key '" .. new_id .. "' is not available on this node" },
+      assert.same({ n = 3, nil, "keyring key '" .. new_id .. "' is not available on this node", "unavailable" },
                   pack(keyring.decrypt(value, CONTEXT)))
     end)
 
     it("answers nil, err when the key is active", function()
-      assert.same({ n = 2, nil, "cannot remove active key" }, pack(keyring.remove(id)))
+      assert.same({ n = 3, nil, "cannot remove active key", "conflict" }, pack(keyring.remove(id)))
       assert.truthy(contains(keyring.keys().ids, id))
       assert.equals(id, keyring.active_id())
     end)
@@ -470,7 +470,7 @@ describe("keyring (Lua API)", function()
     end)
 
     it("answers nil, err when the id is unknown", function()
-      assert.same({ n = 2, nil, "key 'NoSuchId' not found" }, pack(keyring.check_value("NoSuchId")))
+      assert.same({ n = 3, nil, "key 'NoSuchId' not found", "not_found" }, pack(keyring.check_value("NoSuchId")))
     end)
   end)
 

@@ -158,13 +158,13 @@ describe("keyring (accept_legacy = false)", function()
 
   it("answers nil, err for a v1 value", function()
     assert.same({ n = 1, true }, pack(keyring.init({ accept_legacy = false })))
-    assert.same({ n = 2, nil, "legacy v1 value refused: keyring_accept_legacy is off" },
+    assert.same({ n = 3, nil, "legacy v1 value refused: keyring_accept_legacy is off", "invalid" },
                 pack(keyring.decrypt(v1, CONTEXT)))
   end)
 
   it("answers nil, err for an unmarked value", function()
     assert(keyring.init({ accept_legacy = false }))
-    assert.same({ n = 2, nil, "unencrypted value refused: keyring_accept_legacy is off" },
+    assert.same({ n = 3, nil, "unencrypted value refused: keyring_accept_legacy is off", "invalid" },
                 pack(keyring.decrypt("substituted plaintext", CONTEXT)))
   end)
 

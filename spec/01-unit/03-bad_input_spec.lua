@@ -114,7 +114,7 @@ describe("keyring (bad input)", function()
 
     it("answers nil, err for a 1 MiB value under a wrong context", function()
       local value = assert(keyring.encrypt(string.rep("x", 1048576), CONTEXT))
-      assert.same({ n = 2, nil, "authentication failed" }, pack(keyring.decrypt(value, "other")))
+      assert.same({ n = 3, nil, "authentication failed", "authentication" }, pack(keyring.decrypt(value, "other")))
     end)
 
     it("still round-trips a short value after a 1 MiB one", function()
@@ -134,9 +134,10 @@ describe("keyring (bad input)", function()
           -- shorter than the "$ke$" marker: plaintext, returned unchanged
           assert.same({ n = 1, prefix }, res)
         else
-          assert.equals(2, res.n)
+          assert.equals(3, res.n)
           assert.is_nil(res[1])
           local err = res[2]
+          assert.equals(err == "authentication failed" and "authentication" or "invalid", res[3])
           assert.is_true(err == "authentication failed"
                          or err == "malformed encrypted value: unknown format version"
                          or err == "malformed encrypted value: missing key id"
@@ -148,7 +149,7 @@ describe("keyring (bad input)", function()
     end)
 
     it("answers nil, err for the header alone", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: truncated v2 value" },
+      assert.same({ n = 3, nil, "malformed encrypted value: truncated v2 value", "invalid" },
                   pack(keyring.decrypt("$ke$2$-" .. id .. "-", CONTEXT)))
     end)
 
@@ -163,7 +164,7 @@ describe("keyring (bad input)", function()
       local header = "$ke$2$-" .. id .. "-"
       local payload = valid:sub(#header + 1)
       local cut = payload:sub(1, #payload - 24)
-      assert.same({ n = 2, nil, "malformed encrypted value: truncated v2 value" },
+      assert.same({ n = 3, nil, "malformed encrypted value: truncated v2 value", "invalid" },
                   pack(keyring.decrypt(header .. cut, CONTEXT)))
     end)
   end)
@@ -173,27 +174,27 @@ describe("keyring (bad input)", function()
     local V1_NONCE = "000102030405060708090a0b"
 
     it("answers nil, err for odd-length hex in a v1 value", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: odd-length hex in v1 value" },
+      assert.same({ n = 3, nil, "malformed encrypted value: odd-length hex in v1 value", "invalid" },
                   pack(keyring.decrypt("$ke$1$-" .. id .. "-" .. V1_NONCE .. "-abc")))
     end)
 
     it("answers nil, err for a bad hex pair in a v1 value", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: bad hex in v1 value" },
+      assert.same({ n = 3, nil, "malformed encrypted value: bad hex in v1 value", "invalid" },
                   pack(keyring.decrypt("$ke$1$-" .. id .. "-" .. V1_NONCE .. "-ab0g")))
     end)
 
     it("answers nil, err for a bad hex nonce in a v1 value", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: bad v1 nonce" },
+      assert.same({ n = 3, nil, "malformed encrypted value: bad v1 nonce", "invalid" },
                   pack(keyring.decrypt("$ke$1$-" .. id .. "-00010203040506070809zz0b-abcd")))
     end)
 
     it("answers nil, err for a short nonce in a v1 value", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: bad v1 nonce" },
+      assert.same({ n = 3, nil, "malformed encrypted value: bad v1 nonce", "invalid" },
                   pack(keyring.decrypt("$ke$1$-" .. id .. "-0001-abcd")))
     end)
 
     it("answers nil, err for a v1 value without ciphertext part", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: truncated v1 value" },
+      assert.same({ n = 3, nil, "malformed encrypted value: truncated v1 value", "invalid" },
                   pack(keyring.decrypt("$ke$1$-" .. id .. "-" .. V1_NONCE)))
     end)
 
@@ -204,43 +205,43 @@ describe("keyring (bad input)", function()
       it("answers nil, err for " .. case[1] .. " in a v2 payload", function()
         local i = #valid - 10
         local bad = valid:sub(1, i - 1) .. case[2] .. valid:sub(i + 1)
-        assert.same({ n = 2, nil, "malformed encrypted value: bad base64url in v2 value" },
+        assert.same({ n = 3, nil, "malformed encrypted value: bad base64url in v2 value", "invalid" },
                     pack(keyring.decrypt(bad, CONTEXT)))
       end)
     end
 
     it("answers nil, err for '=' padding after a v2 payload", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: bad base64url in v2 value" },
+      assert.same({ n = 3, nil, "malformed encrypted value: bad base64url in v2 value", "invalid" },
                   pack(keyring.decrypt(valid .. "=", CONTEXT)))
     end)
 
     it("answers nil, err for an unknown marker version", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: unknown format version" },
+      assert.same({ n = 3, nil, "malformed encrypted value: unknown format version", "invalid" },
                   pack(keyring.decrypt("$ke$3$-" .. id .. "-" .. valid:sub(#id + 9), CONTEXT)))
     end)
 
     it("answers nil, err for the bare marker", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: unknown format version" },
+      assert.same({ n = 3, nil, "malformed encrypted value: unknown format version", "invalid" },
                   pack(keyring.decrypt("$ke$", CONTEXT)))
     end)
 
     it("answers nil, err for the $ke$unavailable$ placeholder", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: unknown format version" },
+      assert.same({ n = 3, nil, "malformed encrypted value: unknown format version", "invalid" },
                   pack(keyring.decrypt("$ke$unavailable$" .. string.rep("ab", 32), CONTEXT)))
     end)
 
     it("answers nil, err for a v2 value without key id", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: missing key id" },
+      assert.same({ n = 3, nil, "malformed encrypted value: missing key id", "invalid" },
                   pack(keyring.decrypt("$ke$2$--" .. valid:sub(#id + 9), CONTEXT)))
     end)
 
     it("answers nil, err for a v2 value whose id is not a valid id", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: bad key id" },
+      assert.same({ n = 3, nil, "malformed encrypted value: bad key id", "invalid" },
                   pack(keyring.decrypt("$ke$2$-a b-" .. valid:sub(#id + 9), CONTEXT)))
     end)
 
     it("answers nil, err for a v1 value whose id is not a valid id", function()
-      assert.same({ n = 2, nil, "malformed encrypted value: bad key id" },
+      assert.same({ n = 3, nil, "malformed encrypted value: bad key id", "invalid" },
                   pack(keyring.decrypt("$ke$1$-a b-" .. V1_NONCE .. "-abcd")))
     end)
   end)
@@ -248,12 +249,12 @@ describe("keyring (bad input)", function()
 
   describe("unknown keys", function()
     it("answers nil, err naming the id for a v2 value under an unknown key", function()
-      assert.same({ n = 2, nil, "keyring key 'NoSuchK1' is not available on this node" },
+      assert.same({ n = 3, nil, "keyring key 'NoSuchK1' is not available on this node", "unavailable" },
                   pack(keyring.decrypt("$ke$2$-NoSuchK1-" .. valid:sub(#id + 9), CONTEXT)))
     end)
 
     it("answers nil, err naming the id for a v1 value under an unknown key", function()
-      assert.same({ n = 2, nil, "keyring key 'NoSuchK1' is not available on this node" },
+      assert.same({ n = 3, nil, "keyring key 'NoSuchK1' is not available on this node", "unavailable" },
                   pack(keyring.decrypt("$ke$1$-NoSuchK1-000102030405060708090a0b-abcd")))
     end)
   end)
@@ -261,23 +262,23 @@ describe("keyring (bad input)", function()
 
   describe("keys", function()
     it("answers nil, err for a key of 30 bytes", function()
-      assert.same({ n = 2, nil, "key must be 32 bytes" }, pack(keyring.add("BadLen01", string.rep("A", 40))))
+      assert.same({ n = 3, nil, "key must be 32 bytes", "invalid" }, pack(keyring.add("BadLen01", string.rep("A", 40))))
     end)
 
     it("answers nil, err for a key of 33 bytes", function()
-      assert.same({ n = 2, nil, "key must be 32 bytes" }, pack(keyring.add("BadLen02", string.rep("A", 44))))
+      assert.same({ n = 3, nil, "key must be 32 bytes", "invalid" }, pack(keyring.add("BadLen02", string.rep("A", 44))))
     end)
 
     it("answers nil, err for an empty key", function()
-      assert.same({ n = 2, nil, "key must be 32 bytes" }, pack(keyring.add("BadLen03", "")))
+      assert.same({ n = 3, nil, "key must be 32 bytes", "invalid" }, pack(keyring.add("BadLen03", "")))
     end)
 
     it("answers nil, err for a key that is not base64", function()
-      assert.same({ n = 2, nil, "invalid base64 in key" }, pack(keyring.add("BadB6401", "not base64 at all!")))
+      assert.same({ n = 3, nil, "invalid base64 in key", "invalid" }, pack(keyring.add("BadB6401", "not base64 at all!")))
     end)
 
     it("answers nil, err for a base64url key", function()
-      assert.same({ n = 2, nil, "invalid base64 in key" },
+      assert.same({ n = 3, nil, "invalid base64 in key", "invalid" },
                   pack(keyring.add("BadB6402", "-_" .. string.rep("A", 41) .. "=")))
     end)
 
@@ -303,19 +304,19 @@ describe("keyring (bad input)", function()
       local title, bad_id, message = case[1], case[2], case[3]
 
       it("answers nil, err when add gets an id with " .. title, function()
-        assert.same({ n = 2, nil, message }, pack(keyring.add(bad_id, KEY_32)))
+        assert.same({ n = 3, nil, message, "invalid" }, pack(keyring.add(bad_id, KEY_32)))
       end)
 
       it("answers nil, err when activate gets an id with " .. title, function()
-        assert.same({ n = 2, nil, message }, pack(keyring.activate(bad_id)))
+        assert.same({ n = 3, nil, message, "invalid" }, pack(keyring.activate(bad_id)))
       end)
 
       it("answers nil, err when remove gets an id with " .. title, function()
-        assert.same({ n = 2, nil, message }, pack(keyring.remove(bad_id)))
+        assert.same({ n = 3, nil, message, "invalid" }, pack(keyring.remove(bad_id)))
       end)
 
       it("answers nil, err when check_value gets an id with " .. title, function()
-        assert.same({ n = 2, nil, message }, pack(keyring.check_value(bad_id)))
+        assert.same({ n = 3, nil, message, "invalid" }, pack(keyring.check_value(bad_id)))
       end)
     end
   end)

@@ -167,25 +167,25 @@ describe("keyring (export, import, recovery)", function()
     end)
 
     it("answers nil, err for a private key where a public key is needed", function()
-      assert.same({ n = 2, nil, "expected an RSA public key, got a private key" }, pack(keyring.export(priv)))
+      assert.same({ n = 3, nil, "expected an RSA public key, got a private key", "invalid" }, pack(keyring.export(priv)))
     end)
 
     it("answers nil, err for a 1024-bit key", function()
-      assert.same({ n = 2, nil, "RSA key too small (1024 bits, at least 2048 required)" },
+      assert.same({ n = 3, nil, "RSA key too small (1024 bits, at least 2048 required)", "invalid" },
                   pack(keyring.export(pub1k)))
     end)
 
     it("answers nil, err for text that is not a PEM key", function()
-      assert.same({ n = 2, nil, "not a PEM key or base64 of a PEM key" }, pack(keyring.export("no key here")))
+      assert.same({ n = 3, nil, "not a PEM key or base64 of a PEM key", "invalid" }, pack(keyring.export("no key here")))
     end)
 
     it("answers nil, err for an empty string", function()
-      assert.same({ n = 2, nil, "not a PEM key or base64 of a PEM key" }, pack(keyring.export("")))
+      assert.same({ n = 3, nil, "not a PEM key or base64 of a PEM key", "invalid" }, pack(keyring.export("")))
     end)
 
     it("answers nil, err for a PEM that is not a key", function()
       local cert = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-      assert.same({ n = 2, nil, "expected an RSA public key PEM (PUBLIC KEY or RSA PUBLIC KEY)" },
+      assert.same({ n = 3, nil, "expected an RSA public key PEM (PUBLIC KEY or RSA PUBLIC KEY)", "invalid" },
                   pack(keyring.export(cert)))
     end)
   end)
@@ -271,7 +271,7 @@ describe("keyring (export, import, recovery)", function()
       local _, different = helpers.generate_key()
       assert(keyring.add(a, different))
       assert(keyring.activate(other))
-      assert.same({ n = 2, nil, "key '" .. a .. "' already exists with different material" },
+      assert.same({ n = 3, nil, "key '" .. a .. "' already exists with different material", "conflict" },
                   pack(keyring.import(blob, priv)))
       assert.is_false(contains(keyring.keys().ids, b))
       assert.equals(other, keyring.active_id())
@@ -279,57 +279,57 @@ describe("keyring (export, import, recovery)", function()
     end)
 
     it("answers nil, err for a private key that does not match", function()
-      assert.same({ n = 2, nil, "RSA-OAEP unwrap failed (wrong private key?)" },
+      assert.same({ n = 3, nil, "RSA-OAEP unwrap failed (wrong private key?)", "invalid" },
                   pack(keyring.import(assert(keyring.export(pub)), priv2)))
     end)
 
     it("answers nil, err for a public key where a private key is needed", function()
       local res = pack(keyring.import(assert(keyring.export(pub)), pub))
-      assert.same({ n = 2, nil, "expected an RSA private key, got a public key" }, res)
+      assert.same({ n = 3, nil, "expected an RSA private key, got a public key", "invalid" }, res)
       assert.truthy(res[2]:find("public key", 1, true))
     end)
 
     it("answers nil, err for a 1024-bit private key", function()
-      assert.same({ n = 2, nil, "RSA key too small (1024 bits, at least 2048 required)" },
+      assert.same({ n = 3, nil, "RSA key too small (1024 bits, at least 2048 required)", "invalid" },
                   pack(keyring.import(assert(keyring.export(pub)), priv1k)))
     end)
 
     it("answers nil, err for a blob that is not base64", function()
-      assert.same({ n = 2, nil, "invalid export blob: not base64" }, pack(keyring.import("not base64 !!", priv)))
+      assert.same({ n = 3, nil, "invalid export blob: not base64", "invalid" }, pack(keyring.import("not base64 !!", priv)))
     end)
 
     it("answers nil, err for the base64 of junk", function()
-      assert.same({ n = 2, nil, "invalid export blob: not a keyring export" },
+      assert.same({ n = 3, nil, "invalid export blob: not a keyring export", "invalid" },
                   pack(keyring.import(b64enc("hello world, not json"), priv)))
     end)
 
     it("answers nil, err for JSON without the envelope's fields", function()
-      assert.same({ n = 2, nil, "invalid export blob: not a keyring export" },
+      assert.same({ n = 3, nil, "invalid export blob: not a keyring export", "invalid" },
                   pack(keyring.import(b64enc('{"a":1}'), priv)))
     end)
 
     it("answers nil, err for an empty blob", function()
-      assert.same({ n = 2, nil, "invalid export blob: not a keyring export" }, pack(keyring.import("", priv)))
+      assert.same({ n = 3, nil, "invalid export blob: not a keyring export", "invalid" }, pack(keyring.import("", priv)))
     end)
 
     it("answers nil, err for a truncated blob", function()
       local blob = assert(keyring.export(pub))
       local half = math.floor(#blob / 8) * 4
-      assert.same({ n = 2, nil, "invalid export blob: not a keyring export" },
+      assert.same({ n = 3, nil, "invalid export blob: not a keyring export", "invalid" },
                   pack(keyring.import(blob:sub(1, half), priv)))
     end)
 
     it("answers nil, err for a nonce that is not 12 bytes", function()
       local envelope = cjson.decode(b64dec(assert(keyring.export(pub))))
       envelope.n = b64enc("short")
-      assert.same({ n = 2, nil, "invalid export blob: nonce must be 12 bytes" },
+      assert.same({ n = 3, nil, "invalid export blob: nonce must be 12 bytes", "invalid" },
                   pack(keyring.import(b64enc(cjson.encode(envelope)), priv)))
     end)
 
     it("answers nil, err for an unknown envelope version", function()
       local envelope = cjson.decode(b64dec(assert(keyring.export(pub))))
       envelope.v = 3
-      assert.same({ n = 2, nil, "invalid export blob: unknown version 3" },
+      assert.same({ n = 3, nil, "invalid export blob: unknown version 3", "invalid" },
                   pack(keyring.import(b64enc(cjson.encode(envelope)), priv)))
     end)
 
@@ -337,7 +337,7 @@ describe("keyring (export, import, recovery)", function()
       local envelope = cjson.decode(b64dec(assert(keyring.export(pub))))
       local d = b64dec(envelope.d)
       envelope.d = b64enc(d:sub(1, 9) .. string.char((d:byte(10) + 1) % 256) .. d:sub(11))
-      assert.same({ n = 2, nil, "authentication failed" },
+      assert.same({ n = 3, nil, "authentication failed", "authentication" },
                   pack(keyring.import(b64enc(cjson.encode(envelope)), priv)))
     end)
 
@@ -348,8 +348,9 @@ describe("keyring (export, import, recovery)", function()
       local res = pack(keyring.import(b64enc(cjson.encode(envelope)), priv))
       -- PKCS#1 v1.5 unwrapping of an OAEP block fails in one of these ways
       -- (with implicit rejection it yields random bytes of a random length)
-      assert.equals(2, res.n)
+      assert.equals(3, res.n)
       assert.is_nil(res[1])
+      assert.equals("invalid", res[3])
       assert.is_true(res[2] == "RSA PKCS#1 v1.5 unwrap failed (wrong private key?)"
                      or res[2] == "key must be 32 bytes"
                      or res[2] == "invalid export blob: contents do not decode (wrong private key?)",
@@ -407,28 +408,28 @@ describe("keyring (export, import, recovery)", function()
     end)
 
     it("answers nil, err when recovery_row gets an unknown id", function()
-      assert.same({ n = 2, nil, "key 'NoSuchId' not found" }, pack(keyring.recovery_row("NoSuchId", pub)))
+      assert.same({ n = 3, nil, "key 'NoSuchId' not found", "not_found" }, pack(keyring.recovery_row("NoSuchId", pub)))
     end)
 
     it("answers nil, err when recovery_row gets a private key", function()
-      assert.same({ n = 2, nil, "expected an RSA public key, got a private key" },
+      assert.same({ n = 3, nil, "expected an RSA public key, got a private key", "invalid" },
                   pack(keyring.recovery_row(id, priv)))
     end)
 
     it("answers nil, err when recovery_row gets a 1024-bit key", function()
-      assert.same({ n = 2, nil, "RSA key too small (1024 bits, at least 2048 required)" },
+      assert.same({ n = 3, nil, "RSA key too small (1024 bits, at least 2048 required)", "invalid" },
                   pack(keyring.recovery_row(id, pub1k)))
     end)
 
     it("answers nil, err when recover gets a public key", function()
       local row = assert(keyring.recovery_row(id, pub))
-      assert.same({ n = 2, nil, "expected an RSA private key, got a public key" },
+      assert.same({ n = 3, nil, "expected an RSA private key, got a public key", "invalid" },
                   pack(keyring.recover("RecBad01", row, pub)))
     end)
 
     it("answers nil, err when recover gets a private key that does not match", function()
       local row = assert(keyring.recovery_row(id, pub))
-      assert.same({ n = 2, nil, "RSA-OAEP unwrap failed (wrong private key?)" },
+      assert.same({ n = 3, nil, "RSA-OAEP unwrap failed (wrong private key?)", "invalid" },
                   pack(keyring.recover("RecBad02", row, priv2)))
     end)
 
@@ -458,39 +459,39 @@ describe("keyring (export, import, recovery)", function()
 
     it("answers nil, err when recover gets a 1024-bit private key", function()
       local row = assert(keyring.recovery_row(id, pub))
-      assert.same({ n = 2, nil, "RSA key too small (1024 bits, at least 2048 required)" },
+      assert.same({ n = 3, nil, "RSA key too small (1024 bits, at least 2048 required)", "invalid" },
                   pack(keyring.recover("RecBad03", row, priv1k)))
     end)
 
     it("answers nil, err for a row without a $ker$ prefix", function()
-      assert.same({ n = 2, nil, "invalid recovery row: expected a $ker$2$ or $ker$1$ value" },
+      assert.same({ n = 3, nil, "invalid recovery row: expected a $ker$2$ or $ker$1$ value", "invalid" },
                   pack(keyring.recover("RecBad04", "garbage", priv)))
     end)
 
     it("answers nil, err for bad base64 in a row", function()
-      assert.same({ n = 2, nil, "invalid base64 in recovery row" },
+      assert.same({ n = 3, nil, "invalid base64 in recovery row", "invalid" },
                   pack(keyring.recover("RecBad05", "$ker$2$!!!!", priv)))
     end)
 
     it("answers nil, err for a row cut short by 4 chars", function()
       local row = assert(keyring.recovery_row(id, pub))
-      assert.same({ n = 2, nil, "RSA-OAEP unwrap failed (wrong private key?)" },
+      assert.same({ n = 3, nil, "RSA-OAEP unwrap failed (wrong private key?)", "invalid" },
                   pack(keyring.recover("RecBad06", row:sub(1, -5), priv)))
     end)
 
     it("answers nil, err for a row that wraps something other than 32 bytes", function()
       local row = "$ker$2$" .. b64enc(rsa_encrypt(pub, "only 16 bytes!!!", true))
-      assert.same({ n = 2, nil, "key must be 32 bytes" }, pack(keyring.recover("RecBad07", row, priv)))
+      assert.same({ n = 3, nil, "key must be 32 bytes", "invalid" }, pack(keyring.recover("RecBad07", row, priv)))
     end)
 
     it("answers nil, err when recovering under an invalid id", function()
       local row = assert(keyring.recovery_row(id, pub))
-      assert.same({ n = 2, nil, "invalid key id: '-' is not allowed" }, pack(keyring.recover("a-b", row, priv)))
+      assert.same({ n = 3, nil, "invalid key id: '-' is not allowed", "invalid" }, pack(keyring.recover("a-b", row, priv)))
     end)
 
     it("answers nil, err when recovering under an id that holds other bytes", function()
       local row = assert(keyring.recovery_row(id, pub))
-      assert.same({ n = 2, nil, "key '" .. other .. "' already exists with different material" },
+      assert.same({ n = 3, nil, "key '" .. other .. "' already exists with different material", "conflict" },
                   pack(keyring.recover(other, row, priv)))
     end)
 
@@ -519,16 +520,16 @@ describe("keyring (export, import, recovery)", function()
     end)
 
     it("answers nil, err for a private key", function()
-      assert.same({ n = 2, nil, "expected an RSA public key, got a private key" }, pack(keyring.public_key_id(priv)))
+      assert.same({ n = 3, nil, "expected an RSA public key, got a private key", "invalid" }, pack(keyring.public_key_id(priv)))
     end)
 
     it("answers nil, err for a 1024-bit key", function()
-      assert.same({ n = 2, nil, "RSA key too small (1024 bits, at least 2048 required)" },
+      assert.same({ n = 3, nil, "RSA key too small (1024 bits, at least 2048 required)", "invalid" },
                   pack(keyring.public_key_id(pub1k)))
     end)
 
     it("answers nil, err for garbage", function()
-      assert.same({ n = 2, nil, "not a PEM key or base64 of a PEM key" }, pack(keyring.public_key_id("garbage")))
+      assert.same({ n = 3, nil, "not a PEM key or base64 of a PEM key", "invalid" }, pack(keyring.public_key_id("garbage")))
     end)
   end)
 end)

@@ -74,6 +74,9 @@ local KK_OK = 0
 local KK_UNCHANGED = 1
 local KK_AGAIN = -2
 
+-- the kind of a failed field call, by its return code (src/ffi.rs)
+local FIELD_KINDS = { [-1] = "internal", [-3] = "invalid", [-4] = "authentication", [-5] = "unavailable" }
+
 local ERR_SIZE = 512
 
 local kk_encrypt = ffi_cast("kong_keyring_field_fn", native.ffi.encrypt)
@@ -151,12 +154,12 @@ function field_call(fn, value, context)
     -- the active key changed between the two calls and its value needs more
     -- room still: grow again (rare; the error buffer holds nothing here)
     grow(tonumber(out_len[0]))
-    local again, again_err = field_call(fn, value, context)
-    return again, again_err
+    local again, again_err, kind = field_call(fn, value, context)
+    return again, again_err, kind
   end
 
   local err = ffi_string(err_buf, err_len[0])
-  return nil, err
+  return nil, err, FIELD_KINDS[rc] or "internal"
 end
 
 
@@ -174,11 +177,11 @@ function _M.init(opts)
   if opts then
     local format = opts.write_format
     if format ~= nil and format ~= "v1" and format ~= "v2" then
-      return nil, "bad 'write_format' option: 'v1' or 'v2' expected, got " .. tostring(format)
+      return nil, "bad 'write_format' option: 'v1' or 'v2' expected, got " .. tostring(format), "invalid"
     end
 
     if opts.accept_legacy ~= nil and type(opts.accept_legacy) ~= "boolean" then
-      return nil, "bad 'accept_legacy' option: boolean expected, got " .. type(opts.accept_legacy)
+      return nil, "bad 'accept_legacy' option: boolean expected, got " .. type(opts.accept_legacy), "invalid"
     end
   end
 
@@ -229,9 +232,9 @@ end
 function _M.add(id, key_b64)
   check_string("id", id, 2)
   check_string("key", key_b64, 2)
-  local _, err = native.add(id, key_b64)
+  local _, err, kind = native.add(id, key_b64)
   if err then
-    return nil, err
+    return nil, err, kind
   end
   return true
 end
@@ -249,9 +252,9 @@ end
 -- @return true (also for an unknown id), or nil and an error string
 function _M.remove(id)
   check_string("id", id, 2)
-  local _, err = native.remove(id)
+  local _, err, kind = native.remove(id)
   if err then
-    return nil, err
+    return nil, err, kind
   end
   return true
 end
@@ -270,7 +273,7 @@ function _M.active_id()
     return nil, err
   end
   if not ring.active then
-    return nil, "no active keyring key on this node"
+    return nil, "no active keyring key on this node", "unavailable"
   end
   return ring.active
 end

@@ -44,14 +44,14 @@ end
 
 
 -- A check value that differs from the one `keyring_meta` lists for `id`:
--- another key already holds that id in the cluster (409, never merged).
+-- another key already holds that id in the cluster (a conflict, never merged).
 local function conflict(id)
-  return nil, "key '" .. id .. "' already exists in the cluster with different material", 409
+  return nil, "key '" .. id .. "' already exists in the cluster with different material", "conflict"
 end
 
 
 --- Records a key added on this node: its meta row (alive) and recovery row.
--- @return true, or nil, error and an HTTP status (409: the id is another key's)
+-- @return true, or nil, an error and its kind ("conflict": the id is another key's)
 function _M:added(id)
   local kcv, err = keyring.check_value(id)
   if not kcv then
@@ -106,7 +106,7 @@ local ACTIVATION_LOCK = 0x6b6b6163
 
 --- Marks `id` active and every other id alive, in one transaction,
 -- serialised with every other activation of the cluster.
--- @return true, or nil, error and an HTTP status (409: the id is another key's)
+-- @return true, or nil, an error and its kind ("conflict": the id is another key's)
 function _M:activated(id)
   local kcv, err = keyring.check_value(id)
   if not kcv then
@@ -158,12 +158,12 @@ end
 -- database marks active: another activation may have been applied after
 -- ours. Activations of this node's workers are serialised by a lock so
 -- that the last one to read the database is the last one to activate.
--- @return true, or nil, error and an HTTP status (404 unknown id; 409 the
+-- @return true, or nil, an error and its kind ("not_found"; "conflict": the
 -- id is another key's, or a concurrent activation was applied after ours)
 function _M:activate(id)
-  local held, herr = keyring.check_value(id)
+  local held, herr, hkind = keyring.check_value(id)
   if not held then
-    return nil, herr, herr:find("not found", 1, true) and 404 or 400
+    return nil, herr, hkind
   end
   local lock, err = resty_lock:new("kong_locks", { exptime = 30, timeout = 30 })
   if not lock then
@@ -175,8 +175,8 @@ function _M:activate(id)
     return nil, "cannot take the activation lock: " .. tostring(err)
   end
 
-  local ok, status
-  ok, err, status = self:activated(id)
+  local ok, kind
+  ok, err, kind = self:activated(id)
   local active, rerr
   if ok then
     active, rerr = self:active_in_database()
@@ -187,14 +187,14 @@ function _M:activate(id)
   lock:unlock()
 
   if not ok then
-    return nil, err, status
+    return nil, err, kind
   end
   if not active then
     return nil, rerr or "no active key in keyring_meta after the activation"
   end
   if active ~= id then
     return nil, "key '" .. id .. "' was activated, then key '" .. active
-                .. "' by a concurrent request: '" .. active .. "' is active", 409
+                .. "' by a concurrent request: '" .. active .. "' is active", "conflict"
   end
   return true
 end
@@ -209,7 +209,7 @@ function _M:removed(id)
     return nil, err
   end
   if rows[1] then
-    return nil, "cannot remove active key"
+    return nil, "cannot remove active key", "conflict"
   end
   return self:query(fmt([[
     DELETE FROM keyring_meta WHERE id = %s AND state <> 'active';
@@ -221,15 +221,15 @@ end
 --- Records an imported set of keys and its active id.
 function _M:imported(ids, active)
   for _, id in ipairs(ids) do
-    local ok, err, status = self:added(id)
+    local ok, err, kind = self:added(id)
     if not ok then
-      return nil, err, status
+      return nil, err, kind
     end
   end
   if active then
-    local ok, err, status = self:activate(active)
+    local ok, err, kind = self:activate(active)
     if not ok then
-      return nil, err, status
+      return nil, err, kind
     end
   end
   self.keys_arrived()

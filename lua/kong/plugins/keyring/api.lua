@@ -15,6 +15,7 @@
 local cjson = require "cjson.safe"
 local keyring = require "kong.keyring"
 local state = require "kong.plugins.keyring.state"
+local errors = require "kong.plugins.keyring.errors"
 
 
 local kong = kong
@@ -63,18 +64,6 @@ end
 
 local function fail(status, message)
   return kong.response.exit(status, { error = message })
-end
-
-
--- status for an error string from kong.keyring
-local function status_of(err)
-  if err:find("^key '.*' not found$") then
-    return 404
-  end
-  if err:find("already exists with different material", 1, true) or err == "cannot remove active key" then
-    return 409
-  end
-  return 400
 end
 
 
@@ -221,9 +210,9 @@ return {
       if not id then
         return fail(400, "missing 'key' param")
       end
-      local ok, err, status = state.strategy:activate(id)
+      local ok, err, kind = state.strategy:activate(id)
       if not ok then
-        return fail(status or 500, status == 404 and "not found" or err)
+        return fail(errors.status(kind), kind == "not_found" and "not found" or err)
       end
       log("key '", id, "' activated")
       return kong.response.exit(204)
@@ -241,13 +230,13 @@ return {
       end
       -- the database first: it refuses the cluster's active key even when
       -- this node does not hold it
-      local ok, err = state.strategy:removed(id)
+      local ok, err, kind = state.strategy:removed(id)
       if not ok then
-        return fail(err == "cannot remove active key" and 409 or 500, err)
+        return fail(errors.status(kind), err)
       end
-      ok, err = keyring.remove(id)
+      ok, err, kind = keyring.remove(id)
       if not ok then
-        return fail(status_of(err), err)
+        return fail(errors.status(kind), err)
       end
       log("key '", id, "' removed")
       return kong.response.exit(204)
@@ -279,15 +268,15 @@ return {
         return fail(500, "missing backup private key")
       end
       local before = keyring.keys()
-      local ring, err = keyring.import(blob, private)
+      local ring, err, kind = keyring.import(blob, private)
       if not ring then
-        return fail(status_of(err), err)
+        return fail(errors.status(kind), err)
       end
-      local ok, status
-      ok, err, status = state.strategy:imported(ring.ids, ring.active)
+      local ok
+      ok, err, kind = state.strategy:imported(ring.ids, ring.active)
       if not ok then
         restore(before, ring.ids)
-        return fail(status or 500, err)
+        return fail(errors.status(kind), err)
       end
       log("imported keys ", concat(ring.ids, ", "), ring.active and (", activated '" .. ring.active .. "'") or "")
       return kong.response.exit(200, ring_json(ring.ids, ring.active), JSON)
@@ -301,16 +290,15 @@ return {
         return fail(400, "missing 'id' or 'data' params")
       end
       local before = keyring.keys()
-      local ok, err = keyring.add(id, key)
+      local ok, err, kind = keyring.add(id, key)
       if not ok then
-        return fail(status_of(err), err)
+        return fail(errors.status(kind), err)
       end
-      local status
-      ok, err, status = state.strategy:added(id)
+      ok, err, kind = state.strategy:added(id)
       if not ok then
         -- all or nothing: the cluster does not list it, so this node drops it
         restore(before, { id })
-        return fail(status or 500, err)
+        return fail(errors.status(kind), err)
       end
       log("key '", id, "' imported")
       return kong.response.exit(201)

@@ -111,7 +111,7 @@ end
 
 --- Runs the entity checks passed over for marked values on the plaintext of
 -- the whole `entity` (from on_write). In Kong's CLI they pass.
--- @return true, or nil and the check's error
+-- @return true, or nil, the check's error and its kind
 function _M.run_deferred(schema, plan, entity)
   local checks = deferred[schema.name]
   if not checks then
@@ -121,10 +121,10 @@ function _M.run_deferred(schema, plan, entity)
   for fn, sources in pairs(checks) do
     if any_marked(entity, sources) then
       if plain == nil then
-        local err
-        plain, err = transform.open_entity(schema, plan, entity)
+        local err, kind
+        plain, err, kind = transform.open_entity(schema, plan, entity)
         if plain == nil then
-          return nil, err
+          return nil, err, kind
         end
       end
       if plain then
@@ -134,7 +134,7 @@ function _M.run_deferred(schema, plan, entity)
         end
         local ok, err = fn(input)
         if not ok then
-          return nil, err or "entity check failed"
+          return nil, err or "entity check failed", "invalid"
         end
       end
     end

@@ -143,9 +143,9 @@ local function apply_strings(list, fn, path, in_place)
   local out = in_place and list or copy(list)
   for i, v in ipairs(list) do
     if type(v) == "string" then
-      local res, err = fn(v, path)
+      local res, err, kind = fn(v, path)
       if err then
-        return nil, err
+        return nil, err, kind
       end
       out[i] = res
     end
@@ -157,28 +157,29 @@ end
 --- Copies `tbl` with `fn(value, path)` applied to every planned string, or
 -- with `in_place`, changes `tbl` itself (reads: the row is fresh from the
 -- database, and a copy costs more than the decryption).
--- `fn` returns the new value, or nil and an error (the walk stops there).
+-- `fn` returns the new value, or nil, an error and its kind (the walk stops
+-- there and returns them).
 -- Values that are absent, null (ngx.null) or not of the planned type are kept.
--- @return the new (or changed) table, or nil and an error
+-- @return the new (or changed) table, or nil, an error and its kind
 function apply(plan, tbl, fn, path, in_place)
   local out = in_place and tbl or copy(tbl)
   for _, node in ipairs(plan) do
     local name = node.name
     local v = tbl[name]
     local here = path and (path .. "." .. name) or name
-    local res, err
+    local res, err, kind
 
     if node.kind == "string" and type(v) == "string" then
-      res, err = fn(v, here)
+      res, err, kind = fn(v, here)
     elseif node.kind == "strings" and type(v) == "table" then
-      res, err = apply_strings(v, fn, here, in_place)
+      res, err, kind = apply_strings(v, fn, here, in_place)
     elseif node.kind == "record" and type(v) == "table" then
-      res, err = apply(node.plan, v, fn, here, in_place)
+      res, err, kind = apply(node.plan, v, fn, here, in_place)
     elseif node.kind == "records" and type(v) == "table" then
       res = in_place and v or copy(v)
       for i, item in ipairs(v) do
         if type(item) == "table" then
-          res[i], err = apply(node.plan, item, fn, here .. "[" .. i .. "]", in_place)
+          res[i], err, kind = apply(node.plan, item, fn, here .. "[" .. i .. "]", in_place)
           if err then
             break
           end
@@ -189,7 +190,7 @@ function apply(plan, tbl, fn, path, in_place)
     end
 
     if err then
-      return nil, err
+      return nil, err, kind
     end
     out[name] = res
   end

@@ -13,6 +13,7 @@ local fields = require "kong.plugins.keyring.fields"
 local transform = require "kong.plugins.keyring.transform"
 local state = require "kong.plugins.keyring.state"
 local binding = require "kong.plugins.keyring.binding"
+local errors = require "kong.plugins.keyring.errors"
 local checks = require "kong.plugins.keyring.checks"
 local ADMIN_API = require("kong.pdk.private.phases").phases.admin_api
 
@@ -112,24 +113,14 @@ local function report_unreadable(err)
 end
 
 
-local function unavailable(err)
-  return err == "no active keyring key on this node" or err:find("is not available on this node", 1, true)
-end
-
-
--- An error from a transformation. In an Admin API request, answer as
--- docs/design.md, "Missing keys" says (503 for a missing key, 400 for a
--- refused value), not with Kong's generic 500 for transformation errors.
--- Only there: the control plane's config export to data planes also runs in
--- nginx's content phase (Kong's cluster_listener), where ending the request
--- is not allowed.
-local function failed(err, writing)
+local function failed(err, kind, writing)
   local ctx = get_phase() == "content" and ngx.ctx
   if ctx and ctx.KONG_PHASE == ADMIN_API and kong and kong.response then
-    if unavailable(err) then
+    local status = errors.status(kind)
+    if status == 503 then
       return kong.response.exit(503, { message = err })
     end
-    if writing then
+    if writing and status < 500 then
       return kong.response.exit(400, { message = "schema violation (" .. err .. ")",
                                        name = "schema violation", code = 2 })
     end
@@ -152,14 +143,14 @@ end
 local function transformation(schema, plan, encrypt, decrypt, hide, may_hide)
   return {
     on_write = function(entity)
-      local out, err = encrypt(schema, plan, entity)
+      local out, err, kind = encrypt(schema, plan, entity)
       if not out then
-        return failed(err, true)
+        return failed(err, kind, true)
       end
       return out
     end,
     on_read = function(entity)
-      local out, err = decrypt(schema, plan, entity)
+      local out, err, kind = decrypt(schema, plan, entity)
       if out then
         return {}
       end
@@ -173,7 +164,7 @@ local function transformation(schema, plan, encrypt, decrypt, hide, may_hide)
       if phase ~= "content" then
         report_unreadable(err)
       end
-      return failed(err, false)
+      return failed(err, kind, false)
     end,
   }
 end
@@ -182,9 +173,9 @@ end
 -- on_write of entities: the validators Kong could not run on marked values
 -- (checks.lua), then encryption
 local function encrypt_checked(schema, plan, entity)
-  local ok, err = checks.run_deferred(schema, plan, entity)
+  local ok, err, kind = checks.run_deferred(schema, plan, entity)
   if not ok then
-    return nil, err
+    return nil, err, kind
   end
   return transform.encrypt_entity(schema, plan, entity)
 end

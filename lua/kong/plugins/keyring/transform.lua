@@ -84,18 +84,19 @@ local function encryptor(context)
       if marked(v) then
         return v
       end
-      return nil, fmt("%s: %s", path, OFFLINE)
+      return nil, fmt("%s: %s", path, OFFLINE), "invalid"
     end
     if marked(v) then
       -- never store a value copied from another row, or under a key this
       -- node cannot check: it must open under this row's context
-      local _, err = keyring.decrypt(v, context)
+      local _, err, kind = keyring.decrypt(v, context)
       if err then
-        local id = err:match("^keyring key '(.-)' is not available on this node$")
+        local id = kind == "unavailable" and err:match("^keyring key '(.-)' is not available on this node$")
         if id and cluster_lists and cluster_lists(id) == false then
-          return nil, fmt("%s: encrypted value under key '%s', which the cluster does not list", path, id)
+          return nil, fmt("%s: encrypted value under key '%s', which the cluster does not list", path, id), "invalid"
         end
-        return nil, fmt("%s: encrypted value cannot be stored in this row (%s)", path, err)
+        return nil, fmt("%s: encrypted value cannot be stored in this row (%s)", path, err),
+               kind == "unavailable" and kind or "invalid"
       end
       return v
     end
@@ -142,10 +143,10 @@ end
 -- parse `key` as a PEM key): the entity with its marked values opened under
 -- this row's context. In the CLI, where nothing can be opened, `false` when
 -- a planned value is marked (the running node that wrote it validated it).
--- @return the entity, false, or nil and an error
+-- @return the entity, false, or nil, an error and its kind
 function _M.open_entity(schema, plan, entity)
   local any_marked = false
-  local out, err = fields.apply(plan, entity, function(v, path)
+  local out, err, kind = fields.apply(plan, entity, function(v, path)
     if not marked(v) then
       return v
     end
@@ -153,14 +154,15 @@ function _M.open_entity(schema, plan, entity)
     if offline then
       return v
     end
-    local plain, derr = keyring.decrypt(v, _M.context(schema, entity))
+    local plain, derr, kind = keyring.decrypt(v, _M.context(schema, entity))
     if not plain then
-      return nil, fmt("%s: encrypted value cannot be stored in this row (%s)", path, derr)
+      return nil, fmt("%s: encrypted value cannot be stored in this row (%s)", path, derr),
+             kind == "unavailable" and kind or "invalid"
     end
     return plain
   end)
   if not out then
-    return nil, err
+    return nil, err, kind
   end
   if offline and any_marked then
     return false
@@ -187,9 +189,9 @@ function _M.encrypt_config(schema, plan, entity)
   if type(entity) ~= "table" or type(entity.config) ~= "table" then
     return entity
   end
-  local config, err = fields.apply(plan, entity.config, encryptor(_M.context(schema, entity)), "config")
+  local config, err, kind = fields.apply(plan, entity.config, encryptor(_M.context(schema, entity)), "config")
   if not config then
-    return nil, err
+    return nil, err, kind
   end
   return { config = config }
 end
@@ -202,9 +204,9 @@ function _M.decrypt_config(schema, plan, entity)
     return entity
   end
   read_context = _M.context(schema, entity)
-  local _, err = fields.apply(plan, entity.config, decrypt_value, nil, true)
+  local _, err, kind = fields.apply(plan, entity.config, decrypt_value, nil, true)
   if err then
-    return nil, err
+    return nil, err, kind
   end
   return entity
 end
