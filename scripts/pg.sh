@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A private PostgreSQL 15 for the Kong harness specs (docs/design.md,
+# A private PostgreSQL 15 for the Kong specs and the demo (docs/design.md,
 # "Test environment"):
 # data under .tmp/pg, 127.0.0.1:55432 only, trust auth, run as `postgres`.
 #
