@@ -335,15 +335,21 @@ function server_mt:concurrent(method, paths)
 end
 
 
---- Lines of the error log that contain `needle` (plain text).
-function server_mt:log_lines(needle)
+--- The lines of `text` that contain `needle` (plain text).
+function helpers.lines_with(text, needle)
   local lines = {}
-  for line in (self:error_log() or ""):gmatch("[^\n]+") do
+  for line in (text or ""):gmatch("[^\n]+") do
     if line:find(needle, 1, true) then
       lines[#lines + 1] = line
     end
   end
   return lines
+end
+
+
+--- Lines of the error log that contain `needle` (plain text).
+function server_mt:log_lines(needle)
+  return helpers.lines_with(self:error_log(), needle)
 end
 
 

@@ -151,13 +151,17 @@ end
 
 --- Lines of the node's error.log that contain `needle` (plain text).
 function _M.log_lines(needle, prefix)
-  local lines = {}
-  for line in _M.error_log(prefix):gmatch("[^\n]+") do
-    if line:find(needle, 1, true) then
-      lines[#lines + 1] = line
+  return project.lines_with(_M.error_log(prefix), needle)
+end
+
+
+--- The item of `list` (rows of an export, a page...) whose `id` is `id`.
+function _M.find_by_id(list, id)
+  for _, item in ipairs(list or {}) do
+    if item.id == id then
+      return item
     end
   end
-  return lines
 end
 
 

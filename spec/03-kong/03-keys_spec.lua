@@ -244,20 +244,10 @@ describe("Plugin: keyring (keys missing, hybrid mode, CLI, disabled) [#" .. stra
         local ok, out = kong_config("db_export " .. file)
         assert(ok, out)
         local exported = assert(lyaml.load(assert(project.read_file(file))))
-        local seen
-        for _, row in ipairs(exported.basicauth_credentials or {}) do
-          if row.id == cred.id then
-            seen = row
-          end
-        end
+        local seen = kr.find_by_id(exported.basicauth_credentials, cred.id)
         assert.is_table(seen, "the credential is not in the export")
         assert.equals(stored, seen.password)
-        local probe
-        for _, row in ipairs(exported.plugins or {}) do
-          if row.id == plugin.id then
-            probe = row
-          end
-        end
+        local probe = kr.find_by_id(exported.plugins, plugin.id)
         assert.is_table(probe, "the secret-probe plugin is not in the export")
         assert.equals(plugin_secret, probe.config.secret)
         local text = project.read_file(file)

@@ -111,13 +111,7 @@ local function pg_dump(database)
 end
 
 
-local function find_by_id(list, id)
-  for _, item in ipairs(list or {}) do
-    if item.id == id then
-      return item
-    end
-  end
-end
+local find_by_id = kr.find_by_id
 
 
 for _, strategy in helpers.each_strategy({ "postgres" }) do
@@ -129,6 +123,16 @@ describe("Kong CLI with the keyring plugin [#" .. strategy .. "]", function()
   local cred       -- bob's credential as the Admin API answered (password = hash)
   local stored     -- stored_values() of this file's database
   local exports = {}
+
+  -- bob's credential and the certificate's key read back in plaintext
+  local function assert_secrets_read_back()
+    local status, _, json = admin("GET", "/consumers/bob/basic-auth/" .. ids.cred)
+    assert.equals(200, status)
+    assert.equals(cred.password, json.password)
+    status, _, json = admin("GET", "/certificates/" .. ids.cert)
+    assert.equals(200, status)
+    assert.equals(ssl_fixtures.key, json.key)
+  end
 
   lazy_setup(function()
     assert(os.execute("mkdir -p " .. DIR .. " && chmod 700 " .. DIR))
@@ -424,13 +428,8 @@ describe("Kong CLI with the keyring plugin [#" .. strategy .. "]", function()
       assert.equals(200, status)
       assert.same(before, ring)
       assert.equals(key_id, ring.active)
+      assert_secrets_read_back()
       local json
-      status, _, json = admin("GET", "/consumers/bob/basic-auth/" .. ids.cred)
-      assert.equals(200, status)
-      assert.equals(cred.password, json.password)
-      status, _, json = admin("GET", "/certificates/" .. ids.cert)
-      assert.equals(200, status)
-      assert.equals(ssl_fixtures.key, json.key)
       -- the new workers authenticate bob and run the plugin with its plaintext config
       for _ = 1, 10 do
         status, _, json = proxy("GET", "/probe", basic("bob", "hunter2"))
@@ -484,13 +483,8 @@ describe("Kong CLI with the keyring plugin [#" .. strategy .. "]", function()
       local status, _, ring = admin("POST", "/keyring/import", { data = blob })
       assert.equals(200, status)
       assert.same({ ids = { key_id }, active = key_id }, ring)
+      assert_secrets_read_back()
       local json
-      status, _, json = admin("GET", "/consumers/bob/basic-auth/" .. ids.cred)
-      assert.equals(200, status)
-      assert.equals(cred.password, json.password)
-      status, _, json = admin("GET", "/certificates/" .. ids.cert)
-      assert.equals(200, status)
-      assert.equals(ssl_fixtures.key, json.key)
       -- configs built at start with placeholders are rebuilt once keys arrive
       local body
       helpers.wait_until(function()

@@ -27,12 +27,10 @@ local pairs = pairs
 local ipairs = ipairs
 
 
+local marked = transform.marked
+
+
 local _M = {}
-
-
-local function is_marked(v)
-  return type(v) == "string" and v:sub(1, 4) == "$ke$"
-end
 
 
 -- field definitions without their custom validator, made once per field
@@ -66,7 +64,7 @@ end
 
 local function any_marked(entity, sources)
   for _, name in ipairs(sources or {}) do
-    if is_marked(entity[name]) then
+    if marked(entity[name]) then
       return true
     end
   end
@@ -88,7 +86,7 @@ function _M.install()
 
   local validate_field = Schema.validate_field
   Schema.validate_field = function(self, field, value)
-    if type(field) == "table" and field.encrypted and field.custom_validator and is_marked(value) then
+    if type(field) == "table" and field.encrypted and field.custom_validator and marked(value) then
       field = without_custom_validator(field)
     end
     return validate_field(self, field, value)

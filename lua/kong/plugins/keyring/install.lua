@@ -130,7 +130,7 @@ end
 
 
 local function hide_ciphertext(v)
-  return v:sub(1, 4) == "$ke$" and placeholder or v
+  return transform.marked(v) and placeholder or v
 end
 
 

@@ -40,9 +40,11 @@ function _M.context(schema, entity)
 end
 
 
+--- Whether `v` is a value the keyring wrote (it starts with `$ke$`).
 local function marked(v)
-  return v:sub(1, #MARKER) == MARKER
+  return type(v) == "string" and v:sub(1, #MARKER) == MARKER
 end
+_M.marked = marked
 
 
 local OFFLINE = "keyring keys are only available in a running node"
