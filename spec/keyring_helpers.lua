@@ -25,7 +25,7 @@ local shell_quote = project.shell_quote
 
 local _M = {
   -- every plugin and vault strategy of ours the specs load
-  PLUGINS = { "keyring", "secret-probe" },
+  PLUGINS = { "keyring", "secret-probe", "ref-probe" },
   VAULTS = { "probe-vault" },
   -- a v2 value as the plugin stores it
   MARKED = "^%$ke%$2%$%-[%w]+%-",

@@ -1,0 +1,1 @@
+return { name = "azure", fields = { { config = { type = "record", fields = {} } } } }

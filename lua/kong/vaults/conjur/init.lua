@@ -1,0 +1,1 @@
+return { VERSION = "0.1.0", get = function() return nil, "not yet" end }

@@ -1,0 +1,1 @@
+return { name = "conjur", fields = { { config = { type = "record", fields = {} } } } }

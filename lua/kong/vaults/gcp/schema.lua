@@ -1,0 +1,1 @@
+return { name = "gcp", fields = { { config = { type = "record", fields = {} } } } }

