@@ -24,7 +24,8 @@ const V2_SUBKEY_INFO: &[u8] = b"kong-keyring field v2";
 const KCV_LABEL: &[u8] = b"kong-keyring-kcv";
 
 /// One key, expanded once for both formats. The AES key schedules are
-/// zeroized on drop by the `aes` crate's `zeroize` feature.
+/// zeroized on drop by the `aes` crate's `zeroize` feature; the keyring keeps
+/// them in locked memory (`secure_mem::LockedVec`).
 pub struct FieldKey {
     v2: Aes256Gcm,
     raw: Aes256,
@@ -75,12 +76,13 @@ pub fn raw_gcm(key: &KeyBytes) -> Result<Aes256Gcm> {
     Aes256Gcm::new_from_slice(key.as_bytes()).map_err(|_| Error::KeyLength)
 }
 
-/// GCM's keystream without the tag: CTR from `nonce || 00000002`.
+/// GCM's keystream without the tag: CTR from `nonce || 00000002`. The CTR
+/// state borrows the key schedule: no copy of it is made on the stack.
 pub fn gcm_keystream(cipher: &Aes256, nonce: &[u8; NONCE_LEN], buf: &mut [u8]) {
     let mut iv = [0u8; 16];
     iv[..NONCE_LEN].copy_from_slice(nonce);
     iv[15] = 2;
-    let core = CtrCore::<Aes256, ctr::flavors::Ctr32BE>::inner_iv_init(cipher.clone(), &iv.into());
+    let core = CtrCore::<&Aes256, ctr::flavors::Ctr32BE>::inner_iv_init(cipher, &iv.into());
     let mut ctr = StreamCipherCoreWrapper::from_core(core);
     ctr.apply_keystream(buf);
 }

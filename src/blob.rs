@@ -9,18 +9,20 @@
 //!
 //! Recovery row: `$ker$2$` + base64(OAEP(pub, key)); EE's `$ker$1$` uses PKCS#1 v1.5.
 
-use std::collections::BTreeMap;
-
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use serde::de::{DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::aead::{gcm_keystream, open, raw_cipher, raw_gcm, seal};
 use crate::error::{Error, Result};
 use crate::format::{KeyBytes, KeyId, NONCE_LEN, TAG_LEN};
-use crate::keyring::WriteFormat;
+use crate::keyring::{Material, WriteFormat};
+use crate::region::SLOTS;
 use crate::rng::{self, WorkerRng};
+use crate::secure_mem::{LockedBuf, LockedVec};
 use crate::wrap::{PrivateKey, PublicKey};
 
 const EXPORT_AAD: &[u8] = b"kong-keyring-export-v2";
@@ -36,56 +38,205 @@ struct Envelope {
     d: String,
 }
 
+// The inner JSON holds every key in base64. It is written into and parsed
+// from a `LockedBuf` (locked, excluded from core dumps, wiped): serde_json
+// writes straight into it, and reads key text borrowed from it, so no key
+// reaches the heap, not even in a buffer that grew and was freed.
+
 #[derive(Serialize)]
 struct InnerOut<'a> {
-    keys: BTreeMap<&'a str, &'a str>,
+    keys: KeysOut<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     active: Option<&'a str>,
 }
 
-#[derive(Deserialize)]
-struct InnerIn {
-    keys: UniqueKeys,
-    #[serde(default)]
-    active: Option<String>,
-}
+/// `{"ID":"<b64>",...}` sorted by id; of an id listed twice the last wins.
+struct KeysOut<'a>(&'a [(KeyId, KeyBytes)]);
 
-/// The `keys` object of an export, in order. serde_json would keep the last
-/// of an id given twice, silently: one id with two different keys is refused
-/// (the same key twice is harmless).
-struct UniqueKeys(Vec<(String, Zeroizing<String>)>);
+impl Serialize for KeysOut<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        let keys = self.0;
+        let mut order: Vec<usize> = (0..keys.len()).collect();
+        order.sort_by(|&a, &b| keys[a].0.cmp(&keys[b].0));
+        let last_of_each: Vec<usize> = order
+            .iter()
+            .enumerate()
+            .filter(|(n, &i)| order.get(n + 1).is_none_or(|&next| keys[next].0 != keys[i].0))
+            .map(|(_, &i)| i)
+            .collect();
+        let mut map = s.serialize_map(Some(last_of_each.len()))?;
+        for i in last_of_each {
+            let (id, key) = &keys[i];
+            // The base64 text is an inline, zeroized buffer on the stack.
+            map.serialize_entry(id.as_str(), key.to_base64().as_str())?;
+        }
+        map.end()
+    }
+}
 
 const LISTED_TWICE: &str = "lists one key id twice with different material";
 
-impl<'de> Deserialize<'de> for UniqueKeys {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct Entries;
-        impl<'de> serde::de::Visitor<'de> for Entries {
-            type Value = UniqueKeys;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object of key ids")
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<UniqueKeys, A::Error> {
-                let mut keys: Vec<(String, Zeroizing<String>)> = Vec::new();
-                while let Some((id, key)) = map.next_entry::<String, Zeroizing<String>>()? {
-                    match keys.iter().find(|(seen, _)| *seen == id) {
-                        Some((_, first)) if *first != key => return Err(serde::de::Error::custom(LISTED_TWICE)),
-                        Some(_) => {}
-                        None => keys.push((id, key)),
-                    }
+/// One entry of the `keys` object as read, the key decoded in place.
+struct Entry {
+    id: String,
+    key: KeyBytes,
+    /// Why the key text does not decode, if it does not.
+    bad: Option<Error>,
+}
+
+#[derive(Default)]
+struct InnerIn {
+    entries: LockedVec<Entry>,
+    active: Option<String>,
+    /// A ring cannot hold more ids than this blob lists.
+    too_many: bool,
+}
+
+/// The inner object: `keys` into locked entries, `active`, anything else ignored.
+struct InnerSeed<'a>(&'a mut InnerIn);
+
+impl<'de> DeserializeSeed<'de> for InnerSeed<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InnerSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a keyring export")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let (mut keys, mut active) = (false, false);
+        while let Some(field) = map.next_key::<String>()? {
+            match field.as_str() {
+                "keys" if keys => return Err(serde::de::Error::duplicate_field("keys")),
+                "keys" => {
+                    keys = true;
+                    map.next_value_seed(KeysSeed(&mut *self.0))?;
                 }
-                Ok(UniqueKeys(keys))
+                "active" if active => return Err(serde::de::Error::duplicate_field("active")),
+                "active" => {
+                    active = true;
+                    self.0.active = map.next_value::<Option<String>>()?;
+                }
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
             }
         }
-        d.deserialize_map(Entries)
+        if !keys {
+            return Err(serde::de::Error::missing_field("keys"));
+        }
+        Ok(())
     }
+}
+
+/// The `keys` object, in order. serde_json would keep the last of an id given
+/// twice, silently: one id with two different keys is refused (the same key
+/// twice is harmless).
+struct KeysSeed<'a>(&'a mut InnerIn);
+
+impl<'de> DeserializeSeed<'de> for KeysSeed<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeysSeed<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object of key ids")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> std::result::Result<(), A::Error> {
+        let inner = self.0;
+        if inner.entries.capacity() == 0 {
+            inner.entries = LockedVec::with_capacity(SLOTS).map_err(serde::de::Error::custom)?;
+        }
+        while let Some(id) = map.next_key::<String>()? {
+            if inner.entries.push(Entry { id, key: KeyBytes::zeroed(), bad: None }).is_err() {
+                inner.too_many = true;
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let entries = &mut inner.entries;
+            let n = entries.len() - 1;
+            if let Some(last) = entries.last_mut() {
+                map.next_value_seed(KeyText(last))?;
+            }
+            let (earlier, last) = entries.split_at(n);
+            match earlier.iter().find(|e| e.id == last[0].id) {
+                Some(first) if first.bad.is_none() && last[0].bad.is_none() => {
+                    if !first.key.same_as(&last[0].key) {
+                        return Err(serde::de::Error::custom(LISTED_TWICE));
+                    }
+                    entries.truncate(n);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One key's base64 text, decoded straight into its locked entry.
+struct KeyText<'a>(&'a mut Entry);
+
+impl<'de> DeserializeSeed<'de> for KeyText<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> std::result::Result<(), D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl Visitor<'_> for KeyText<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("base64 key material")
+    }
+    fn visit_str<E: serde::de::Error>(self, text: &str) -> std::result::Result<(), E> {
+        self.0.bad = self.0.key.set_from_base64(text.as_bytes()).err();
+        Ok(())
+    }
+}
+
+/// Rewrites `\/` inside JSON strings as `/`, in place; returns the new
+/// length. Kong Enterprise's JSON escapes '/', which base64 is full of, and
+/// serde_json unescapes into a heap buffer of its own: without escapes it
+/// borrows the text from our locked buffer instead.
+fn unescape_slashes(json: &mut [u8]) -> usize {
+    let (mut r, mut w, mut in_string) = (0, 0, false);
+    while r < json.len() {
+        let b = json[r];
+        if in_string && b == b'\\' && r + 1 < json.len() {
+            if json[r + 1] == b'/' {
+                json[w] = b'/';
+                w += 1;
+            } else {
+                json[w] = b;
+                json[w + 1] = json[r + 1];
+                w += 2;
+            }
+            r += 2;
+            continue;
+        }
+        if b == b'"' {
+            in_string = !in_string;
+        }
+        json[w] = b;
+        w += 1;
+        r += 1;
+    }
+    w
 }
 
 /// Keys read back from a blob.
 #[derive(Debug)]
 pub struct Imported {
-    /// Every key in the blob.
-    pub keys: Vec<(KeyId, KeyBytes)>,
+    /// Every key in the blob, in locked memory wiped on drop.
+    pub keys: Material,
     /// The id the blob marks active, if any.
     pub active: Option<KeyId>,
 }
@@ -100,19 +251,21 @@ fn pkcs1v15_failed() -> Error {
 
 /// Builds an export blob of `keys` for `public` (v2, or EE's v1 in v1 mode).
 pub fn export(keys: &[(KeyId, KeyBytes)], active: Option<&KeyId>, public: &PublicKey, format: WriteFormat) -> Result<String> {
-    let encoded: Vec<(&KeyId, Zeroizing<String>)> = keys.iter().map(|(id, k)| (id, k.to_base64())).collect();
-    let inner = InnerOut {
-        keys: encoded.iter().map(|(id, k)| (id.as_str(), k.as_str())).collect(),
-        active: active.map(KeyId::as_str),
-    };
-    let mut data = Zeroizing::new(serde_json::to_vec(&inner).map_err(|e| Error::Blob("export blob", e.to_string()))?);
+    let inner = InnerOut { keys: KeysOut(keys), active: active.map(KeyId::as_str) };
+    // Room for the whole JSON and the tag up front (ids may double when escaped).
+    let room = keys.iter().map(|(id, _)| 2 * id.as_str().len() + 52).sum::<usize>()
+        + active.map_or(0, |a| 2 * a.as_str().len())
+        + 32
+        + TAG_LEN;
+    let mut data = LockedBuf::with_capacity(room)?;
+    serde_json::to_writer(&mut data, &inner).map_err(|e| Error::Blob("export blob", e.to_string()))?;
     let one_time = KeyBytes::generate(&mut WorkerRng);
     let mut nonce = [0u8; NONCE_LEN];
     rng::fill(&mut nonce);
     let envelope = match format {
         WriteFormat::V2 => {
             let tag = seal(&raw_gcm(&one_time)?, &nonce, EXPORT_AAD, &mut data)?;
-            data.extend_from_slice(&tag);
+            data.extend_from_slice(&tag)?;
             Envelope { v: Some(2), k: STANDARD.encode(public.wrap(one_time.as_bytes())?), n: STANDARD.encode(nonce), d: STANDARD.encode(&*data) }
         }
         WriteFormat::V1 => {
@@ -135,7 +288,11 @@ pub fn import(blob: &[u8], private: &PrivateKey) -> Result<Imported> {
         .try_into()
         .map_err(|_| Error::Blob("export blob", "nonce must be 12 bytes".into()))?;
     let wrapped = b64("export blob key", &envelope.k)?;
-    let mut data = b64("export blob data", &envelope.d)?;
+    // Decoded straight into locked memory: once opened it is the keys in clear.
+    let mut data = LockedBuf::new();
+    data.resize_zeroed(envelope.d.len().div_ceil(4) * 3)?;
+    let n = STANDARD.decode_slice(&envelope.d, &mut data).map_err(|_| Error::Base64("export blob data"))?;
+    data.truncate(n);
     match envelope.v {
         Some(2) => {
             let one_time = KeyBytes::from_slice(&private.unwrap(&wrapped)?)?;
@@ -155,7 +312,11 @@ pub fn import(blob: &[u8], private: &PrivateKey) -> Result<Imported> {
         }
         Some(v) => return Err(Error::Blob("export blob", format!("unknown version {v}"))),
     }
-    let inner: InnerIn = serde_json::from_slice(&data).map_err(|e| {
+    let len = unescape_slashes(&mut data);
+    data.truncate(len);
+    let mut inner = InnerIn::default();
+    let mut de = serde_json::Deserializer::from_slice(&data);
+    InnerSeed(&mut inner).deserialize(&mut de).and_then(|()| de.end()).map_err(|e| {
         let why = if e.to_string().starts_with(LISTED_TWICE) {
             LISTED_TWICE
         } else {
@@ -163,9 +324,21 @@ pub fn import(blob: &[u8], private: &PrivateKey) -> Result<Imported> {
         };
         Error::Blob("export blob", why.into())
     })?;
-    let mut keys = Vec::with_capacity(inner.keys.0.len());
-    for (id, key) in &inner.keys.0 {
-        keys.push((KeyId::new(id.as_bytes())?, KeyBytes::from_base64(key.as_bytes())?));
+    if inner.too_many {
+        return Err(Error::RingFull(SLOTS));
+    }
+    let mut keys = LockedVec::with_capacity(inner.entries.len())?;
+    for entry in inner.entries.iter_mut() {
+        let id = KeyId::new(entry.id.as_bytes())?;
+        if let Some(bad) = entry.bad.take() {
+            return Err(bad);
+        }
+        if keys.push((id, KeyBytes::zeroed())).is_err() {
+            return Err(Error::RingFull(SLOTS));
+        }
+        if let Some((_, key)) = keys.last_mut() {
+            key.bytes_mut().copy_from_slice(entry.key.as_bytes());
+        }
     }
     let active = inner.active.as_deref().map(|a| KeyId::new(a.as_bytes())).transpose()?;
     if let Some(a) = &active {

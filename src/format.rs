@@ -104,10 +104,44 @@ impl KeyBytes {
         Ok(KeyBytes(arr))
     }
 
-    /// Decodes standard base64 of 32 bytes.
+    /// Decodes standard base64 of 32 bytes. The decoding buffer is a zeroized
+    /// stack array, never the heap.
     pub fn from_base64(text: &[u8]) -> Result<Self> {
-        let raw = Zeroizing::new(STANDARD.decode(text).map_err(|_| Error::Base64("key"))?);
-        Self::from_slice(&raw)
+        let mut key = KeyBytes([0; KEY_LEN]);
+        key.set_from_base64(text)?;
+        Ok(key)
+    }
+
+    /// Decodes standard base64 of 32 bytes into `self` (a slot in locked memory, say).
+    pub fn set_from_base64(&mut self, text: &[u8]) -> Result<()> {
+        // 64 chars decode to at most 48 bytes; longer text is no key, only
+        // whether it is base64 at all decides the error.
+        if text.len() > 64 {
+            return Err(match STANDARD.decode(text) {
+                Ok(mut raw) => {
+                    raw.zeroize();
+                    Error::KeyLength
+                }
+                Err(_) => Error::Base64("key"),
+            });
+        }
+        let mut raw = Zeroizing::new([0u8; 48]);
+        let n = STANDARD.decode_slice(text, &mut raw[..]).map_err(|_| Error::Base64("key"))?;
+        if n != KEY_LEN {
+            return Err(Error::KeyLength);
+        }
+        self.0.copy_from_slice(&raw[..KEY_LEN]);
+        Ok(())
+    }
+
+    /// 32 zero bytes, to be filled in place.
+    pub(crate) fn zeroed() -> Self {
+        KeyBytes([0; KEY_LEN])
+    }
+
+    /// The bytes, to fill in place.
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8; KEY_LEN] {
+        &mut self.0
     }
 
     /// 32 fresh random bytes.
@@ -117,9 +151,13 @@ impl KeyBytes {
         k
     }
 
-    /// Standard base64, in a buffer that is zeroized on drop.
-    pub fn to_base64(&self) -> Zeroizing<String> {
-        Zeroizing::new(STANDARD.encode(self.0))
+    /// Standard base64, in an inline buffer that is zeroized on drop.
+    pub fn to_base64(&self) -> KeyBase64 {
+        let mut text = KeyBase64([0; KEY_BASE64_LEN]);
+        if STANDARD.encode_slice(self.0, &mut text.0) != Ok(KEY_BASE64_LEN) {
+            unreachable!("32 bytes are 44 base64 chars");
+        }
+        text
     }
 
     /// The raw bytes.
@@ -130,6 +168,25 @@ impl KeyBytes {
     /// Compares without an early exit, so timing does not reveal where keys differ.
     pub fn same_as(&self, other: &KeyBytes) -> bool {
         self.0.iter().zip(other.0.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    }
+}
+
+const KEY_BASE64_LEN: usize = 44;
+
+/// The standard base64 of a key, held inline (never on the heap) and zeroized on drop.
+#[derive(Zeroize, ZeroizeOnDrop)]
+pub struct KeyBase64([u8; KEY_BASE64_LEN]);
+
+impl KeyBase64 {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl core::fmt::Debug for KeyBase64 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("KeyBase64").finish_non_exhaustive()
     }
 }
 

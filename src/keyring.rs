@@ -3,8 +3,10 @@
 //! docs/formats.md).
 //!
 //! Each worker keeps a cache of expanded keys (`FieldKey`) tagged with the
-//! region's generation; a call costs one atomic load to revalidate it. Cached
-//! key schedules are zeroized when the cache is rebuilt or the thread ends.
+//! region's generation; a call costs one atomic load to revalidate it. The
+//! cache lives in locked memory excluded from core dumps (`secure_mem`) and is
+//! wiped when it is rebuilt, when the thread ends, and in a freshly forked
+//! worker (`init_worker`).
 
 use core::cell::RefCell;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -13,8 +15,9 @@ use std::sync::OnceLock;
 use crate::aead::{check_value, FieldKey};
 use crate::error::{Error, Result};
 use crate::format::{self, KeyBytes, KeyId, Parsed, MARKER, MAX_PLAINTEXT, NONCE_LEN, TAG_LEN};
-use crate::region::{Region, SlotView};
+use crate::region::{fork_epoch, Region};
 use crate::rng::{self, WorkerRng};
+use crate::secure_mem::{scrub_stack, LockedBuf, LockedVec};
 
 /// Which format `encrypt` writes (docs/formats.md, "When to write v1";
 /// `keyring_write_format`).
@@ -52,16 +55,27 @@ struct CachedKey {
     field: FieldKey,
 }
 
+/// Key copies handed out by [`Keyring::material`]: in locked memory, wiped on drop.
+pub type Material = LockedVec<(KeyId, KeyBytes)>;
+
+/// Scratch buffers larger than this are given back after the call.
+const SCRATCH_KEEP: usize = 64 * 1024;
+
 #[derive(Default)]
 struct Cache {
     instance: u64,
     generation: u64,
-    keys: Vec<CachedKey>,
+    /// `region::fork_epoch()` when built: a forked child never uses its
+    /// parent's copy (not locked in the child), it builds its own.
+    epoch: u64,
+    /// The expanded keys, in one locked mapping sized for the ring.
+    keys: LockedVec<CachedKey>,
     active: Option<usize>,
-    /// Raw `nonce || ciphertext || tag` of the value being processed.
-    scratch: Vec<u8>,
+    /// Raw `nonce || ciphertext || tag` of the value being processed. Between
+    /// calls it holds only public bytes.
+    scratch: LockedBuf,
     /// `header || context` of the value being processed.
-    aad: Vec<u8>,
+    aad: LockedBuf,
 }
 
 /// Linear search: rings hold a handful of keys, and comparing short ids beats hashing them.
@@ -126,41 +140,68 @@ impl Keyring {
         &self.region
     }
 
-    /// Prepares a freshly forked worker: locks the region in RAM and reseeds.
+    /// Prepares a freshly forked worker: reseeds, wipes the cache inherited
+    /// from the master (memory locks do not survive fork), locks the region in
+    /// RAM and checks that this process may lock its own key memory. An error
+    /// means keys may reach swap; they still stay out of core dumps.
     pub fn init_worker(&self) -> Result<()> {
         rng::reseed();
-        self.region.lock_in_memory()
+        CACHE.with(|cell| *cell.borrow_mut() = Cache::default());
+        self.region.lock_in_memory()?;
+        crate::secure_mem::lock_probe()
     }
 
+    #[inline]
     fn with_cache<T>(&self, f: impl FnOnce(&mut Cache) -> T) -> Result<T> {
         CACHE.with(|cell| {
             let mut cache = cell.borrow_mut();
             let generation = self.region.generation();
             let instance = self.region.instance();
-            if cache.generation != generation || cache.instance != instance {
-                self.refresh(&mut cache, instance)?;
+            if cache.generation != generation || cache.instance != instance || cache.epoch != fork_epoch() {
+                self.refresh_and_scrub(&mut cache, instance)?;
             }
             Ok(f(&mut cache))
         })
     }
 
+    /// `refresh`, then the stack it used is overwritten: key schedules are
+    /// built by value and moved into locked memory, leaving copies in the frames.
+    #[cold]
+    #[inline(never)]
+    fn refresh_and_scrub(&self, cache: &mut Cache, instance: u64) -> Result<()> {
+        let done = self.refresh(cache, instance);
+        scrub_stack();
+        done
+    }
+
+    #[inline(never)]
     fn refresh(&self, cache: &mut Cache, instance: u64) -> Result<()> {
+        let epoch = fork_epoch();
+        if cache.epoch != epoch {
+            // Inherited through fork: wipe it here, build our own below.
+            *cache = Cache::default();
+        }
         let snapshot = loop {
             match self.region.snapshot()? {
                 Some(s) => break s,
                 // A writer is mid-change: keep the copy we have, if it is ours.
-                None if cache.instance == instance => return Ok(()),
+                None if cache.instance == instance && cache.epoch == epoch => return Ok(()),
                 None => std::thread::yield_now(),
             }
         };
-        let mut keys = Vec::with_capacity(snapshot.keys.len());
-        for SlotView { slot, id, key, .. } in snapshot.keys {
-            keys.push(CachedKey { slot, id, field: FieldKey::new(&key)? });
+        let mut keys = LockedVec::with_capacity(snapshot.keys().len())?;
+        for view in snapshot.keys() {
+            let cached = CachedKey { slot: view.slot, id: view.id.clone(), field: FieldKey::new(&view.key)? };
+            if keys.push(cached).is_err() {
+                return Err(Error::Os("cache", "more keys than the snapshot".into()));
+            }
         }
+        // The previous keys are wiped and unmapped here.
         cache.keys = keys;
         cache.active = snapshot.active;
         cache.generation = snapshot.generation;
         cache.instance = instance;
+        cache.epoch = epoch;
         Ok(())
     }
 
@@ -187,20 +228,23 @@ impl Keyring {
             let scratch = &mut cache.scratch;
             scratch.clear();
             if write_v1 {
-                scratch.extend_from_slice(plain);
+                scratch.extend_from_slice(plain)?;
                 key.field.keystream_v1(&nonce, scratch);
                 format::write_v1(&key.id, &nonce, scratch, out);
             } else {
                 let header_len = format::write_v2_header(&key.id, out);
                 let aad = &mut cache.aad;
                 aad.clear();
-                aad.extend_from_slice(&out[..header_len]);
-                aad.extend_from_slice(context);
-                scratch.extend_from_slice(&nonce);
-                scratch.extend_from_slice(plain);
+                aad.extend_from_slice(&out[..header_len])?;
+                aad.extend_from_slice(context)?;
+                scratch.extend_from_slice(&nonce)?;
+                scratch.extend_from_slice(plain)?;
                 let tag = key.field.seal_v2(&nonce, aad, &mut scratch[NONCE_LEN..])?;
-                scratch.extend_from_slice(&tag);
+                scratch.extend_from_slice(&tag)?;
                 format::write_v2_payload(scratch, &mut out[header_len..need])?;
+            }
+            if scratch.capacity() > SCRATCH_KEEP {
+                scratch.release();
             }
             self.region.count_use(key.slot);
             Ok(Outcome::Written(need))
@@ -244,9 +288,12 @@ impl Keyring {
                 let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Error::Malformed("truncated v2 value"))?;
                 let aad = &mut cache.aad;
                 aad.clear();
-                aad.extend_from_slice(header);
-                aad.extend_from_slice(context);
+                aad.extend_from_slice(header)?;
+                aad.extend_from_slice(context)?;
                 key.field.open_v2(&nonce, aad, body, &tag)?;
+                if aad.capacity() > SCRATCH_KEEP {
+                    aad.release();
+                }
                 out.copy_within(NONCE_LEN..NONCE_LEN + n, 0);
                 Ok(Outcome::Written(n))
             })?,
@@ -269,8 +316,7 @@ impl Keyring {
     pub fn add(&self, id: &KeyId, key: &KeyBytes) -> Result<bool> {
         let guard = self.region.write()?;
         if let Some(slot) = guard.find(id) {
-            let existing = guard.read(slot).ok_or_else(|| Error::KeyConflict(id.to_string()))?;
-            return if existing.key.same_as(key) { Ok(false) } else { Err(Error::KeyConflict(id.to_string())) };
+            return if guard.key_matches(slot, key) { Ok(false) } else { Err(Error::KeyConflict(id.to_string())) };
         }
         guard.insert(id, key)?;
         Ok(true)
@@ -321,8 +367,8 @@ impl Keyring {
         let guard = self.region.write()?;
         let mut new = 0;
         for (i, (id, key)) in keys.iter().enumerate() {
-            match guard.find(id).and_then(|s| guard.read(s)) {
-                Some(existing) if !existing.key.same_as(key) => return Err(Error::KeyConflict(id.to_string())),
+            match guard.find(id) {
+                Some(slot) if !guard.key_matches(slot, key) => return Err(Error::KeyConflict(id.to_string())),
                 Some(_) => {}
                 None if keys[..i].iter().any(|(other, _)| other == id) => {}
                 None => new += 1,
@@ -359,32 +405,38 @@ impl Keyring {
     /// Ids in creation order and the active id.
     pub fn list(&self) -> Result<Listing> {
         let snap = self.snapshot_now()?;
-        let active = snap.active.map(|i| snap.keys[i].id.clone());
-        let mut keys = snap.keys;
-        keys.sort_by_key(|k| k.seq);
-        Ok(Listing { ids: keys.into_iter().map(|k| k.id.clone()).collect(), active })
+        let active = snap.active.map(|i| snap.keys()[i].id.clone());
+        let mut ids: Vec<(u64, KeyId)> = snap.keys().iter().map(|k| (k.seq, k.id.clone())).collect();
+        ids.sort_by_key(|(seq, _)| *seq);
+        Ok(Listing { ids: ids.into_iter().map(|(_, id)| id).collect(), active })
     }
 
     /// Encryptions counted per key since it was added to this node's region.
     pub fn usage(&self) -> Result<Vec<(KeyId, u64)>> {
         let snap = self.snapshot_now()?;
-        Ok(snap.keys.iter().map(|k| (k.id.clone(), self.region.uses(k.slot))).collect())
+        Ok(snap.keys().iter().map(|k| (k.id.clone(), self.region.uses(k.slot))).collect())
     }
 
-    /// Copies of the keys named (all keys when `ids` is `None`), for wrapping.
-    pub fn material(&self, ids: Option<&[KeyId]>) -> Result<Vec<(KeyId, KeyBytes)>> {
+    /// Copies of the keys named (all keys when `ids` is `None`), for wrapping,
+    /// in locked memory wiped on drop.
+    pub fn material(&self, ids: Option<&[KeyId]>) -> Result<Material> {
         let snap = self.snapshot_now()?;
         if let Some(ids) = ids {
-            if let Some(missing) = ids.iter().find(|id| !snap.keys.iter().any(|k| &k.id == *id)) {
+            if let Some(missing) = ids.iter().find(|id| !snap.keys().iter().any(|k| &k.id == *id)) {
                 return Err(Error::KeyNotFound(missing.to_string()));
             }
         }
-        Ok(snap
-            .keys
-            .into_iter()
-            .filter(|k| ids.is_none_or(|ids| ids.contains(&k.id)))
-            .map(|k| (k.id.clone(), k.key.clone()))
-            .collect())
+        let wanted = |k: &&crate::region::SlotView| ids.is_none_or(|ids| ids.contains(&k.id));
+        let mut out = LockedVec::with_capacity(snap.keys().iter().filter(wanted).count())?;
+        for k in snap.keys().iter().filter(wanted) {
+            if out.push((k.id.clone(), KeyBytes::zeroed())).is_err() {
+                return Err(Error::Os("material", "more keys than counted".into()));
+            }
+            if let Some((_, key)) = out.last_mut() {
+                key.bytes_mut().copy_from_slice(k.key.as_bytes());
+            }
+        }
+        Ok(out)
     }
 
     /// The key check value of `id` (docs/formats.md, "Key check value").

@@ -2,7 +2,7 @@
 //!
 //! The layers, bottom up (docs/design.md, "Layers"):
 //! - Rust core, no Lua and no IO: [`format`], [`aead`], [`region`],
-//!   [`keyring`], [`wrap`], [`blob`], [`rng`].
+//!   [`secure_mem`], [`keyring`], [`wrap`], [`blob`], [`rng`].
 //! - Binding: `lua` (mlua, `require "kong.keyring.native"`) and `ffi`
 //!   (the `extern "C"` per-field hot path called through LuaJIT FFI).
 
@@ -15,6 +15,7 @@ pub mod format;
 pub mod keyring;
 pub mod region;
 pub mod rng;
+pub mod secure_mem;
 pub mod wrap;
 
 pub mod ffi;

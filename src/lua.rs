@@ -16,6 +16,7 @@ use crate::blob;
 use crate::error::{Error, Kind};
 use crate::format::{KeyBytes, KeyId};
 use crate::keyring::{global, init_global, Keyring, Listing, WriteFormat};
+use crate::secure_mem::{lock_failures, scrub_stack};
 use crate::wrap::{PrivateKey, PublicKey};
 
 /// Why a call did not return values.
@@ -35,18 +36,34 @@ impl From<Error> for Failure {
 type Out = Result<LuaMultiValue, Failure>;
 
 /// Registers `f` so that failures become `nil, message, kind` (or a raised error
-/// for wrong argument types) and a panic cannot escape.
+/// for wrong argument types) and a panic cannot escape. Functions that handle
+/// key material (`scrub`) overwrite the stack they used before returning to
+/// Lua (`secure_mem::scrub_stack`); the per-field ones do not need to.
+fn expose_with<A, F>(lua: &Lua, scrub: bool, f: F) -> LuaResult<LuaFunction>
+where
+    A: FromLuaMulti,
+    F: Fn(&Lua, A) -> Out + 'static,
+{
+    lua.create_function(move |lua, args: A| {
+        let outcome = catch_unwind(AssertUnwindSafe(|| f(lua, args)));
+        if scrub {
+            scrub_stack();
+        }
+        match outcome {
+            Ok(Ok(values)) => Ok(values),
+            Ok(Err(Failure::Expected(e))) => (LuaNil, e.to_string(), e.kind().name()).into_lua_multi(lua),
+            Ok(Err(Failure::Raise(message))) => Err(LuaError::runtime(message)),
+            Err(_) => (LuaNil, "internal error in kong.keyring (panic caught)", Kind::Internal.name()).into_lua_multi(lua),
+        }
+    })
+}
+
 fn expose<A, F>(lua: &Lua, f: F) -> LuaResult<LuaFunction>
 where
     A: FromLuaMulti,
     F: Fn(&Lua, A) -> Out + 'static,
 {
-    lua.create_function(move |lua, args: A| match catch_unwind(AssertUnwindSafe(|| f(lua, args))) {
-        Ok(Ok(values)) => Ok(values),
-        Ok(Err(Failure::Expected(e))) => (LuaNil, e.to_string(), e.kind().name()).into_lua_multi(lua),
-        Ok(Err(Failure::Raise(message))) => Err(LuaError::runtime(message)),
-        Err(_) => (LuaNil, "internal error in kong.keyring (panic caught)", Kind::Internal.name()).into_lua_multi(lua),
-    })
+    expose_with(lua, true, f)
 }
 
 fn lua_err(e: LuaError) -> Failure {
@@ -213,6 +230,8 @@ fn region(lua: &Lua, _: ()) -> Out {
     let t = lua.create_table().map_err(lua_err)?;
     t.set("address", format!("{address:x}")).map_err(lua_err)?;
     t.set("size", size).map_err(lua_err)?;
+    // Private key mappings mlock refused (RLIMIT_MEMLOCK): still not dumped.
+    t.set("lock_failures", lock_failures()).map_err(lua_err)?;
     ret(lua, t)
 }
 
@@ -239,8 +258,8 @@ pub fn kong_keyring_native(lua: &Lua) -> LuaResult<LuaTable> {
     let m = lua.create_table()?;
     m.set("init", expose(lua, init)?)?;
     m.set("init_worker", expose(lua, init_worker)?)?;
-    m.set("encrypt", expose(lua, encrypt)?)?;
-    m.set("decrypt", expose(lua, decrypt)?)?;
+    m.set("encrypt", expose_with(lua, false, encrypt)?)?;
+    m.set("decrypt", expose_with(lua, false, decrypt)?)?;
     m.set("generate", expose(lua, generate)?)?;
     m.set("add", expose(lua, add)?)?;
     m.set("activate", expose(lua, activate)?)?;

@@ -26,6 +26,7 @@ use std::sync::Once;
 
 use crate::error::{Error, Result};
 use crate::format::{KeyBytes, KeyId, KEY_LEN, MAX_ID_LEN};
+use crate::secure_mem::LockedVec;
 
 /// Number of key slots: far more than any ring holds, small enough to lock.
 pub const SLOTS: usize = 256;
@@ -69,28 +70,37 @@ struct Layout {
     slots: [Slot; SLOTS],
 }
 
-/// A key as seen by one consistent read of the region.
+/// A key as seen by one consistent read of the region. SlotViews exist only
+/// inside a [`Snapshot`]'s locked vector, which hands out references, never
+/// values: the key bytes are written there in place and wiped with it.
 #[derive(Debug)]
 pub struct SlotView {
     /// Slot index, stable while the key stays on the ring.
     pub slot: usize,
     /// The key id.
     pub id: KeyId,
-    /// The key material (zeroized on drop).
+    /// The key material (in the snapshot's locked memory, wiped with it).
     pub key: KeyBytes,
     /// Order of addition: larger was added later.
     pub seq: u64,
 }
 
-/// One consistent read of every live slot.
+/// One consistent read of every live slot, in locked memory that is wiped
+/// when the snapshot is dropped.
 #[derive(Debug)]
 pub struct Snapshot {
     /// Generation the read is valid for (always even).
     pub generation: u64,
-    /// Index into `keys` of the active key.
+    /// Index into `keys()` of the active key.
     pub active: Option<usize>,
+    keys: LockedVec<SlotView>,
+}
+
+impl Snapshot {
     /// Live keys in slot order.
-    pub keys: Vec<SlotView>,
+    pub fn keys(&self) -> &[SlotView] {
+        &self.keys
+    }
 }
 
 /// The shared mapping. Cloning is not offered: one per process, or per test.
@@ -163,18 +173,32 @@ impl Slot {
         &buf[..len] == id.as_bytes()
     }
 
-    fn view(&self, slot: usize) -> Option<SlotView> {
+    /// Appends this slot to `out`, its key bytes copied straight into the
+    /// locked vector. `Ok(false)` when the id does not parse (a torn read the
+    /// generation check will catch); `Err(())` when `out` is full.
+    fn push_view(&self, slot: usize, out: &mut LockedVec<SlotView>) -> core::result::Result<bool, ()> {
         let len = (self.id_len.load(Ordering::Relaxed) as usize).min(MAX_ID_LEN);
         let mut id = [0u8; ID_WORDS * 8];
         load_bytes(&self.id, &mut id[..len]);
-        let mut key = [0u8; KEY_LEN];
-        load_bytes(&self.key, &mut key);
-        let view = match (KeyId::new(&id[..len]), KeyBytes::from_slice(&key)) {
-            (Ok(id), Ok(key)) => Some(SlotView { slot, id, key, seq: self.seq.load(Ordering::Relaxed) }),
-            _ => None,
-        };
-        zeroize::Zeroize::zeroize(&mut key);
-        view
+        let Ok(id) = KeyId::new(&id[..len]) else { return Ok(false) };
+        let view = SlotView { slot, id, key: KeyBytes::zeroed(), seq: self.seq.load(Ordering::Relaxed) };
+        out.push(view).map_err(|_| ())?;
+        if let Some(last) = out.last_mut() {
+            load_bytes(&self.key, last.key.bytes_mut());
+        }
+        Ok(true)
+    }
+
+    /// Compares the stored key with `key` without an early exit or a copy.
+    fn key_matches(&self, key: &KeyBytes) -> bool {
+        let mut diff = 0u64;
+        for (word, chunk) in self.key.iter().zip(key.as_bytes().chunks_exact(8)) {
+            let mut mine = [0u8; 8];
+            mine.copy_from_slice(chunk);
+            diff |= word.load(Ordering::Relaxed) ^ u64::from_le_bytes(mine);
+            zeroize::Zeroize::zeroize(&mut mine);
+        }
+        diff == 0
     }
 
     fn clear(&self) {
@@ -217,6 +241,11 @@ impl Region {
         // SAFETY: `addr`/`len` describe the mapping created above.
         if unsafe { libc::madvise(addr, len, libc::MADV_DONTDUMP) } != 0 {
             return Err(os_error("madvise(MADV_DONTDUMP)"));
+        }
+        // The master holds the keys too (it decrypts in `init` after a reload):
+        // lock here as well, best effort; each worker locks again and reports.
+        if region.lock_in_memory().is_err() {
+            crate::secure_mem::note_lock_failure();
         }
         region.init_lock()?;
         let h = region.header();
@@ -298,6 +327,7 @@ impl Region {
     /// live writer is mid-change: the caller may keep its previous copy.
     pub fn snapshot(&self) -> Result<Option<Snapshot>> {
         let h = self.header();
+        let mut torn = false;
         loop {
             let g1 = h.generation.load(Ordering::Acquire);
             if g1 & 1 == 1 {
@@ -307,23 +337,32 @@ impl Region {
                 return Ok(None);
             }
             let active = h.active.load(Ordering::Relaxed) as usize;
-            let mut keys = Vec::new();
+            let slots = &self.layout().slots;
+            // Sized once, in locked memory: never a reallocation that leaves
+            // key bytes behind. After a torn read, room for every slot.
+            let alive = slots.iter().filter(|s| s.state.load(Ordering::Relaxed) == ALIVE).count();
+            let mut keys = LockedVec::with_capacity(if torn { SLOTS } else { alive })?;
             let mut active_index = None;
-            for (i, slot) in self.layout().slots.iter().enumerate() {
+            let mut overflow = false;
+            for (i, slot) in slots.iter().enumerate() {
                 if slot.state.load(Ordering::Relaxed) != ALIVE {
                     continue;
                 }
-                if let Some(view) = slot.view(i) {
-                    if active == i + 1 {
-                        active_index = Some(keys.len());
+                match slot.push_view(i, &mut keys) {
+                    Ok(true) if active == i + 1 => active_index = Some(keys.len() - 1),
+                    Ok(_) => {}
+                    // More alive slots than counted: a writer came by; read again.
+                    Err(()) => {
+                        overflow = true;
+                        break;
                     }
-                    keys.push(view);
                 }
             }
             fence(Ordering::Acquire);
-            if h.generation.load(Ordering::Relaxed) == g1 {
+            if h.generation.load(Ordering::Relaxed) == g1 && !overflow {
                 return Ok(Some(Snapshot { generation: g1, active: active_index, keys }));
             }
+            torn = true;
         }
     }
 
@@ -411,10 +450,9 @@ impl WriteGuard<'_> {
         self.slots().iter().position(|s| s.state.load(Ordering::Relaxed) == ALIVE && s.id_matches(id))
     }
 
-    /// The key stored in `slot`.
-    pub fn read(&self, slot: usize) -> Option<SlotView> {
-        let s = self.slots().get(slot)?;
-        (s.state.load(Ordering::Relaxed) == ALIVE).then(|| s.view(slot)).flatten()
+    /// Whether `slot` is alive and holds `key` (compared in place, no copy).
+    pub fn key_matches(&self, slot: usize, key: &KeyBytes) -> bool {
+        self.slots().get(slot).is_some_and(|s| s.state.load(Ordering::Relaxed) == ALIVE && s.key_matches(key))
     }
 
     /// Free slots left.
@@ -489,10 +527,10 @@ mod tests {
         let slot = r.write().unwrap().insert(&id("a1"), &KeyBytes::from_slice(&[1; 32]).unwrap()).unwrap();
         assert_eq!(r.generation(), g0 + 2);
         let snap = r.snapshot().unwrap().unwrap();
-        assert_eq!(snap.keys.len(), 1);
-        assert_eq!(snap.keys[0].slot, slot);
-        assert_eq!(snap.keys[0].id, id("a1"));
-        assert!(snap.keys[0].key.same_as(&KeyBytes::from_slice(&[1; 32]).unwrap()));
+        assert_eq!(snap.keys().len(), 1);
+        assert_eq!(snap.keys()[0].slot, slot);
+        assert_eq!(snap.keys()[0].id, id("a1"));
+        assert!(snap.keys()[0].key.same_as(&KeyBytes::from_slice(&[1; 32]).unwrap()));
         assert_eq!(snap.active, None);
     }
 
@@ -537,7 +575,7 @@ mod tests {
             libc::waitpid(pid, core::ptr::null_mut(), 0);
         }
         let snap = r.snapshot().unwrap().unwrap();
-        assert_eq!(snap.keys.iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["keep"]);
+        assert_eq!(snap.keys().iter().map(|k| k.id.as_str()).collect::<Vec<_>>(), ["keep"]);
         let g = r.write().unwrap();
         assert_eq!(g.find(&half), None);
         drop(g);

@@ -13,20 +13,31 @@ use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng, TryCryptoRng, TryRng};
 
 use crate::region::fork_epoch;
+use crate::secure_mem::{scrub_stack, LockedVec};
 
 thread_local! {
-    static GENERATOR: RefCell<Option<(u64, ChaCha20Rng)>> = const { RefCell::new(None) };
+    /// The fork epoch it was seeded under, and the generator in locked memory
+    /// excluded from core dumps: its state would let anyone recompute every
+    /// key it generated, and its output buffer holds the last bytes it gave.
+    static GENERATOR: RefCell<Option<(u64, LockedVec<ChaCha20Rng>)>> = const { RefCell::new(None) };
 }
 
-fn fresh() -> ChaCha20Rng {
+/// A generator seeded from the OS, built in locked memory. Not inlined: the
+/// caller scrubs the stack it used (the seed, the generator moved by value).
+#[inline(never)]
+fn fresh() -> LockedVec<ChaCha20Rng> {
     let mut seed = [0u8; 32];
-    // Without the OS generator there is no safe way on; getrandom only fails on
-    // broken systems, and the panic becomes a Lua error at the binding.
+    // Without the OS generator or memory there is no safe way on; both only
+    // fail on broken systems, and the panic becomes a Lua error at the binding.
     #[allow(clippy::expect_used)]
     getrandom::fill(&mut seed).expect("operating system random generator unavailable");
-    let rng = ChaCha20Rng::from_seed(seed);
+    #[allow(clippy::expect_used)]
+    let mut slot = LockedVec::with_capacity(1).expect("cannot map memory for the random generator");
+    if slot.push(ChaCha20Rng::from_seed(seed)).is_err() {
+        unreachable!("room for one generator");
+    }
     zeroize::Zeroize::zeroize(&mut seed);
-    rng
+    slot
 }
 
 /// Fills `dst` with random bytes from this process's generator.
@@ -34,13 +45,14 @@ pub fn fill(dst: &mut [u8]) {
     let epoch = fork_epoch();
     GENERATOR.with(|g| {
         let mut g = g.borrow_mut();
-        match &mut *g {
-            Some((seen, rng)) if *seen == epoch => rng.fill_bytes(dst),
-            slot => {
-                let mut rng = fresh();
-                rng.fill_bytes(dst);
-                *slot = Some((epoch, rng));
-            }
+        if !matches!(&*g, Some((seen, _)) if *seen == epoch) {
+            // Inherited or first use: wipe the old one, seed a new one.
+            *g = None;
+            *g = Some((epoch, fresh()));
+            scrub_stack();
+        }
+        if let Some(rng) = g.as_mut().and_then(|(_, v)| v.first_mut()) {
+            rng.fill_bytes(dst);
         }
     });
 }
