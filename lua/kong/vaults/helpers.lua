@@ -143,13 +143,16 @@ _M.encode = cjson.encode
 local function error_code(body)
   local t = type(body) == "table" and body or cjson.decode(body or "")
   if type(t) ~= "table" then
-    return nil
+    -- AWS query APIs (STS) answer XML
+    t = { error = type(body) == "string" and body:match("<Code>([%w%.]+)</Code>") or nil }
   end
   local code
   if type(t.errors) == "table" and type(t.errors[1]) == "string" then
     code = t.errors[1]
   elseif type(t.__type) == "string" then
     code = t.__type:match("#?([%w_]+)$")
+  elseif type(t.Message) == "string" or type(t.message) == "string" then
+    code = t.Message or t.message
   elseif type(t.error) == "table" then
     code = t.error.status or t.error.code
   elseif type(t.error) == "string" then
