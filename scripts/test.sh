@@ -22,6 +22,10 @@ stop_servers() {
   for pidfile in "$TMP"/nginx-*/logs/nginx.pid "$TMP"/nginx-*/pids/nginx.pid; do
     [ -f "$pidfile" ] && kill -QUIT "$(cat "$pidfile")" 2>/dev/null
   done
+  # the vault specs' OpenBao, moto and stand-ins (spec/fixtures/standins/helpers.lua)
+  for pidfile in "$TMP"/vault-servers/*/bao.pid "$TMP"/vault-servers/*/moto.pid "$TMP"/vault-servers/standin-*.pid; do
+    [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null && rm -f "$pidfile"
+  done
   scripts/pg.sh stop >/dev/null 2>&1
   return 0
 }
