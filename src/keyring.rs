@@ -105,6 +105,7 @@ pub fn init_global() -> Result<&'static Keyring> {
     }
     let ring = Keyring::new(Region::create()?);
     let ring = GLOBAL.get_or_init(|| ring);
+    ring.region.relock_in_children();
     Ok(ring)
 }
 

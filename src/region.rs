@@ -21,7 +21,7 @@
 
 use core::cell::UnsafeCell;
 use core::ptr::NonNull;
-use core::sync::atomic::{fence, AtomicU64, Ordering};
+use core::sync::atomic::{fence, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Once;
 
 use crate::error::{Error, Result};
@@ -121,9 +121,23 @@ unsafe impl Sync for Region {}
 
 static FORK_EPOCH: AtomicU64 = AtomicU64::new(0);
 static FORK_HOOK: Once = Once::new();
+/// The process-wide region, locked again in every forked child: nginx
+/// daemonizes (forks) after `init_by_lua`, so the master itself is a child of
+/// the process that created and locked the region.
+static RELOCK_ADDR: AtomicUsize = AtomicUsize::new(0);
+static RELOCK_LEN: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn after_fork_in_child() {
     FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
+    let (addr, len) = (RELOCK_ADDR.load(Ordering::Relaxed), RELOCK_LEN.load(Ordering::Relaxed));
+    if addr != 0 {
+        // SAFETY: the registered region is the process-wide one, never unmapped
+        // (leaked in a static); mlock is a plain system call, safe in a fork
+        // handler. A failure is left to `init_worker()` to report.
+        unsafe {
+            libc::mlock(addr as *const libc::c_void, len);
+        }
+    }
 }
 
 /// A number that changes in every child after `fork()`; the CSPRNG reseeds
@@ -292,6 +306,15 @@ impl Region {
             return Err(os_error("mlock"));
         }
         Ok(())
+    }
+
+    /// Locks this region again in every child forked from now on (the nginx
+    /// master after daemonizing, workers before their `init_worker`). Only for
+    /// a region that is never unmapped: the process-wide one.
+    pub fn relock_in_children(&'static self) {
+        RELOCK_LEN.store(self.len, Ordering::Relaxed);
+        RELOCK_ADDR.store(self.ptr.as_ptr() as usize, Ordering::Relaxed);
+        fork_epoch();
     }
 
     /// Start address and length of the mapping (for `/proc/PID/smaps` checks).

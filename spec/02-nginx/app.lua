@@ -153,6 +153,16 @@ routes["/region"] = function()
 end
 
 
+-- Key mappings of this worker that mlock refused (04-core_dump_spec).
+routes["/lock_failures"] = function()
+  local region, err = native.region()
+  if not region then
+    return reply(500, { error = err })
+  end
+  return reply(200, { lock_failures = region.lock_failures })
+end
+
+
 -- Takes the write lock for ms milliseconds (KONG_KEYRING_TEST_HOOKS=1 only).
 -- The notice lets the spec know which worker to kill.
 routes["/hold"] = function()
@@ -165,6 +175,36 @@ routes["/hold"] = function()
     return reply(500, { error = err })
   end
   return reply(200, { held = tonumber(ngx.var.arg_ms) })
+end
+
+
+-- Export blob of the whole ring for the public PEM in the body.
+routes["/export"] = function()
+  local blob, err = keyring.export(read_body())
+  if not blob then
+    return reply(400, { error = err })
+  end
+  return reply(200, { blob = blob })
+end
+
+
+-- Imports {"blob": ..., "private": PEM} from the body.
+routes["/import"] = function()
+  local args = cjson.decode(read_body()) or {}
+  local ring, err = keyring.import(args.blob or "", args.private or "")
+  if not ring then
+    return reply(400, { error = err })
+  end
+  return reply(200, { ids = table.concat(ring.ids, ","), active = ring.active })
+end
+
+
+-- Keeps the body in this worker's Lua heap: 04-core_dump_spec plants a
+-- known, non-secret byte string to prove its memory search finds what is there.
+local planted = {}
+routes["/plant"] = function()
+  planted[#planted + 1] = read_body()
+  return reply(200, { planted = #planted })
 end
 
 
