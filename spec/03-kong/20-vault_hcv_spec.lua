@@ -115,6 +115,8 @@ describe("vault hcv (OpenBao) [#postgres]", function()
       vault_hcv_kv = "v2",
       vault_hcv_token = token,
     }))
+    -- the keyring encrypts the token fields of vaults rows with the node's key
+    kr.wait_active_key()
 
     local vaults = {
       ["hcv-v1"] = { mount = "kv1", kv = "v1", token = token },
