@@ -81,6 +81,12 @@ cmd_install() {
   command -v luarocks >/dev/null || die "luarocks not found"
   local rockspec
   rockspec=$(ls "$ROOT"/kong-keyring-*.rockspec | head -n1)
+  # build first: luarocks make removes the installed rock before it builds,
+  # so a compile error would leave Kong without the plugin
+  (cd "$ROOT" && scripts/cargo-build.sh target/native.so >"$TMP/rock-install.log" 2>&1) || {
+    tail -n 30 "$TMP/rock-install.log" >&2
+    die "the native library does not build; the installed rock is unchanged (log: .tmp/rock-install.log)"
+  }
   (cd "$ROOT" && luarocks make --deps-mode=none "$rockspec" >"$TMP/rock-install.log" 2>&1) || {
     tail -n 30 "$TMP/rock-install.log" >&2
     die "luarocks make failed (log: .tmp/rock-install.log)"

@@ -63,6 +63,40 @@ function _M.stop_kong(prefix)
 end
 
 
+--- Starts a node in the background (`kong start` through Kong's kong_exec,
+-- in a fresh prefix as helpers.start_kong makes it) and returns at once, so
+-- that several nodes can start at the same moment. `kong start`'s output
+-- goes to <prefix>/start.log. Wait for the node with `wait_admin`.
+function _M.start_kong_nowait(env)
+  local prefix = env.prefix or _M.prefix
+  assert(project.run("rm -rf " .. shell_quote(prefix)))
+  assert(helpers.prepare_prefix(prefix))
+  return helpers.kong_exec(fmt("start --conf %s --nginx-conf-flags test > %s 2>&1 &",
+                               helpers.test_conf_path, shell_quote(prefix .. "/start.log")), env)
+end
+
+
+--- Waits until the Admin API on `port` answers GET /status.
+function _M.wait_admin(port, timeout)
+  helpers.wait_until(function()
+    local ok, status = pcall(_M.admin, "GET", "/status", nil, nil, port)
+    return ok and status == 200
+  end, timeout or 20)
+end
+
+
+--- The pids of the node in `prefix`: its master, then its workers.
+function _M.node_pids(prefix)
+  local master = assert(project.read_file(prefix .. "/pids/nginx.pid")):match("%d+")
+  local _, children = project.run("pgrep -P " .. master)
+  local pids = { master }
+  for pid in (children or ""):gmatch("%d+") do
+    pids[#pids + 1] = pid
+  end
+  return pids
+end
+
+
 local function encode_body(body, headers)
   if type(body) == "table" then
     headers["Content-Type"] = headers["Content-Type"] or "application/json"

@@ -4,10 +4,15 @@
 --
 -- `keyring_meta` lists every id of the cluster with its state and key check
 -- value; `keyring_keys` holds recovery rows when a recovery public key is set.
--- Key delivery between nodes (cluster_events, keyring_nodes) builds on this.
+-- Key delivery between nodes (cluster_events, keyring_nodes) is in
+-- cluster/exchange.lua; with `keyring_cluster_secret` set, `keyring_meta`
+-- rows carry a MAC (cluster/mac.lua) and rows without a valid one are ignored.
 
 local keyring = require "kong.keyring"
 local resty_lock = require "resty.lock"
+local mac = require "kong.keyring.strategies.cluster.mac"
+local exchange = require "kong.keyring.strategies.cluster.exchange"
+local blob_file = require "kong.keyring.strategies.cluster.blob_file"
 
 
 local fmt = string.format
@@ -25,7 +30,68 @@ local mt = { __index = _M }
 --- `keys_arrived` is called after keys were added from elsewhere (import,
 -- recovery), so the node can rebuild what it built without them.
 function _M.new(conf, db, keys_arrived)
-  return setmetatable({ conf = conf, db = db, keys_arrived = keys_arrived or function() end }, mt)
+  return setmetatable({
+    conf = conf,
+    db = db,
+    keys_arrived = keys_arrived or function() end,
+    mac = mac.new(conf.keyring_cluster_secret),
+    blob_file = blob_file.new(conf),
+    distrusted = {},
+  }, mt)
+end
+
+
+--- Joins the key exchange between nodes (every worker, in init_worker);
+-- `opts` as in exchange.new. Worker 0 then runs `startup` and the rounds.
+function _M:join(opts)
+  self.exchange = exchange.new(self, opts)
+  self.exchange:subscribe()
+  if ngx.worker.id() == 0 then
+    return self.exchange:start(function()
+      return self:startup()
+    end)
+  end
+  return true
+end
+
+
+--- Worker 0 at start: the blob file, then the first key of a new cluster.
+-- @return true, or nil and an error (retried by the caller)
+function _M:startup()
+  if self.blob_file then
+    local ok, err = self.blob_file:load(self)
+    if not ok then
+      return nil, err
+    end
+  end
+  local res, err = self:bootstrap()
+  if not res then
+    return nil, err
+  end
+  if res == "bootstrapped" then
+    ngx.log(ngx.NOTICE, "[keyring] generated and activated the cluster's first key")
+    self:ring_changed()
+  end
+  return true
+end
+
+
+--- Logs once per row that a keyring row or message does not authenticate
+-- under the cluster secret (it is ignored).
+function _M:distrust(what, id)
+  local k = what .. ":" .. tostring(id)
+  if not self.distrusted[k] then
+    self.distrusted[k] = true
+    ngx.log(ngx.ERR, "[keyring] ignoring ", what, " '", tostring(id),
+            "': it does not authenticate under keyring_cluster_secret")
+  end
+end
+
+
+-- SQL literal of the MAC of `keyring_meta` row (id, kcv), NULL without a secret
+function _M:meta_mac(id, kcv)
+  local m = self.mac:sign("keyring_meta", id, kcv)
+  return m and self:lit(m) or "NULL"
 end
 
 
@@ -59,11 +125,11 @@ function _M:added(id)
   end
   local rows
   rows, err = self:query(fmt([[
-    INSERT INTO keyring_meta (id, state, kcv) VALUES (%s, 'alive', %s)
-    ON CONFLICT (id) DO UPDATE SET kcv = EXCLUDED.kcv, updated_at = CURRENT_TIMESTAMP(0)
+    INSERT INTO keyring_meta (id, state, kcv, mac) VALUES (%s, 'alive', %s, %s)
+    ON CONFLICT (id) DO UPDATE SET kcv = EXCLUDED.kcv, mac = EXCLUDED.mac, updated_at = CURRENT_TIMESTAMP(0)
       WHERE keyring_meta.kcv IS NULL OR keyring_meta.kcv = EXCLUDED.kcv
     RETURNING id;
-  ]], self:lit(id), self:lit(kcv)))
+  ]], self:lit(id), self:lit(kcv), self:meta_mac(id, kcv)))
   if not rows then
     return nil, err
   end
@@ -71,6 +137,39 @@ function _M:added(id)
     return conflict(id)
   end
   return self:backup(id)
+end
+
+
+--- Backs up every key this node holds and `listing` (`listing()`) lists that
+-- has no recovery row for the configured recovery key yet: keys that existed
+-- before the option was set, or that arrived from another node.
+function _M:backfill(listing)
+  local public = self.conf.keyring_recovery_public_key
+  if not public then
+    return true
+  end
+  local key_id, err = keyring.public_key_id(public)
+  if not key_id then
+    return nil, err
+  end
+  local rows
+  rows, err = self:query(fmt("SELECT id FROM keyring_keys WHERE recovery_key_id = %s;", self:lit(key_id)))
+  if not rows then
+    return nil, err
+  end
+  local backed = {}
+  for _, row in ipairs(rows) do
+    backed[row.id] = true
+  end
+  for _, id in ipairs(listing.ids) do
+    if not backed[id] and keyring.check_value(id) then
+      local ok, berr = self:backup(id)
+      if not ok then
+        return nil, berr
+      end
+    end
+  end
+  return true
 end
 
 
@@ -118,11 +217,13 @@ function _M:activated(id)
     UPDATE keyring_meta SET state = 'alive', updated_at = CURRENT_TIMESTAMP(0)
       WHERE state = 'active' AND id <> %s
         AND NOT EXISTS (SELECT 1 FROM keyring_meta WHERE id = %s AND kcv <> %s);
-    INSERT INTO keyring_meta (id, state, kcv) VALUES (%s, 'active', %s)
-      ON CONFLICT (id) DO UPDATE SET state = 'active', kcv = EXCLUDED.kcv, updated_at = CURRENT_TIMESTAMP(0)
+    INSERT INTO keyring_meta (id, state, kcv, mac) VALUES (%s, 'active', %s, %s)
+      ON CONFLICT (id) DO UPDATE SET state = 'active', kcv = EXCLUDED.kcv, mac = EXCLUDED.mac,
+          updated_at = CURRENT_TIMESTAMP(0)
         WHERE keyring_meta.kcv IS NULL OR keyring_meta.kcv = EXCLUDED.kcv
       RETURNING id;
-  ]], ACTIVATION_LOCK, self:lit(id), self:lit(id), self:lit(kcv), self:lit(id), self:lit(kcv)))
+  ]], ACTIVATION_LOCK, self:lit(id), self:lit(id), self:lit(kcv), self:lit(id), self:lit(kcv),
+      self:meta_mac(id, kcv)))
   if not res then
     return nil, err
   end
@@ -144,13 +245,71 @@ function _M:lists(id)
 end
 
 
---- The id `keyring_meta` marks active, or false when none is.
-function _M:active_in_database()
-  local rows, err = self:query("SELECT id FROM keyring_meta WHERE state = 'active';")
+local function present(v)
+  if v ~= ngx.null then
+    return v
+  end
+end
+
+
+--- The cluster's keys as `keyring_meta` lists them, rows that do not
+-- authenticate left out: `{ ids = { id, ... } (oldest first), kcv = { [id]
+-- = check value }, active = id or nil }`, or nil and an error.
+function _M:listing()
+  local rows, err = self:query("SELECT id, state, kcv, mac FROM keyring_meta ORDER BY created_at, id;")
   if not rows then
     return nil, err
   end
-  return rows[1] and rows[1].id or false
+  local listing = { ids = {}, kcv = {} }
+  for _, row in ipairs(rows) do
+    local kcv = present(row.kcv)
+    if self.mac:verify(present(row.mac), "keyring_meta", row.id, kcv) then
+      listing.ids[#listing.ids + 1] = row.id
+      listing.kcv[row.id] = kcv
+      if row.state == "active" then
+        listing.active = row.id
+      end
+    else
+      self:distrust("keyring_meta row", row.id)
+    end
+  end
+  return listing
+end
+
+
+--- Ids `keyring_meta` lists that this node does not hold (oldest first),
+-- or nil and an error.
+function _M:missing()
+  local listing, err = self:listing()
+  if not listing then
+    return nil, err
+  end
+  local ring
+  ring, err = keyring.keys()
+  if not ring then
+    return nil, err
+  end
+  local held = {}
+  for _, id in ipairs(ring.ids) do
+    held[id] = true
+  end
+  local missing = {}
+  for _, id in ipairs(listing.ids) do
+    if not held[id] then
+      missing[#missing + 1] = id
+    end
+  end
+  return missing
+end
+
+
+--- The id `keyring_meta` marks active, or false when none is.
+function _M:active_in_database()
+  local listing, err = self:listing()
+  if not listing then
+    return nil, err
+  end
+  return listing.active or false
 end
 
 
@@ -160,10 +319,17 @@ end
 -- that the last one to read the database is the last one to activate.
 -- @return true, or nil, an error and its kind ("not_found"; "conflict": the
 -- id is another key's, or a concurrent activation was applied after ours)
-function _M:activate(id)
+function _M:activate(id, opts)
   local held, herr, hkind = keyring.check_value(id)
   if not held then
     return nil, herr, hkind
+  end
+  if self.exchange then
+    -- staged activation: every live node holds the key first
+    local ok, err, kind, missing_on = self.exchange:stage(id, opts and opts.force)
+    if not ok then
+      return nil, err, kind, missing_on
+    end
   end
   local lock, err = resty_lock:new("kong_locks", { exptime = 30, timeout = 30 })
   if not lock then
@@ -196,6 +362,33 @@ function _M:activate(id)
     return nil, "key '" .. id .. "' was activated, then key '" .. active
                 .. "' by a concurrent request: '" .. active .. "' is active", "conflict"
   end
+  if self.exchange then
+    self.exchange:announce("activate", id)
+  end
+  self:ring_changed()
+  return true
+end
+
+
+--- Removes `id` from the cluster: from the database (its meta and recovery
+-- rows), from this node, then from every other node.
+-- @return true, or nil, an error and its kind ("conflict": the active key)
+function _M:remove(id)
+  if keyring.active_id() == id then
+    return nil, "cannot remove active key", "conflict"
+  end
+  local ok, err, kind = self:removed(id)
+  if not ok then
+    return nil, err, kind
+  end
+  ok, err, kind = keyring.remove(id)
+  if not ok then
+    return nil, err, kind
+  end
+  if self.exchange then
+    self.exchange:announce("remove", id)
+  end
+  self:ring_changed()
   return true
 end
 
@@ -218,7 +411,9 @@ function _M:removed(id)
 end
 
 
---- Records an imported set of keys and its active id.
+--- Records an imported set of keys and its active id, and sends the keys
+-- to the other nodes. The import activates its key even when some live
+-- node does not hold it in time (logged): the operator asked for that key.
 function _M:imported(ids, active)
   for _, id in ipairs(ids) do
     local ok, err, kind = self:added(id)
@@ -226,14 +421,33 @@ function _M:imported(ids, active)
       return nil, err, kind
     end
   end
+  self:spread(ids)
   if active then
-    local ok, err, kind = self:activate(active)
+    local ok, err, kind = self:activate(active, { force = true })
     if not ok then
       return nil, err, kind
     end
   end
   self.keys_arrived()
   return true
+end
+
+
+--- After keys were added on this node: sends them to every live node
+-- (cluster/exchange.lua) and rewrites the blob file.
+function _M:spread(ids)
+  if self.exchange then
+    self.exchange:push(ids)
+  end
+  self:ring_changed()
+end
+
+
+--- Rewrites `keyring_blob_path` (when set) after the ring changed.
+function _M:ring_changed()
+  if self.blob_file then
+    self.blob_file:write()
+  end
 end
 
 
@@ -247,22 +461,22 @@ function _M:recover(private_pem)
   if not rows then
     return nil, err
   end
-  local meta
-  meta, err = self:query("SELECT id, state, kcv FROM keyring_meta;")
-  if not meta then
+  local listing
+  listing, err = self:listing()
+  if not listing then
     return nil, err
   end
-  local kcv, active = {}, nil
-  for _, m in ipairs(meta) do
-    kcv[m.id] = m.kcv ~= ngx.null and m.kcv or nil
-    if m.state == "active" then
-      active = m.id
-    end
-  end
+  local kcv, active = listing.kcv, listing.active
 
   local recovered, not_recovered = {}, {}
   for _, row in ipairs(rows) do
-    local ok, rerr = keyring.recover(row.id, row.key_encrypted, private_pem, kcv[row.id])
+    local ok, rerr
+    if self.mac:enabled() and not kcv[row.id] then
+      -- under a cluster secret only ids that keyring_meta lists, authenticated
+      rerr = "no authenticated keyring_meta row lists it"
+    else
+      ok, rerr = keyring.recover(row.id, row.key_encrypted, private_pem, kcv[row.id])
+    end
     if ok then
       recovered[#recovered + 1] = row.id
     else
@@ -276,6 +490,7 @@ function _M:recover(private_pem)
   end
   if #recovered > 0 then
     self.keys_arrived()
+    self:spread(recovered)
   end
   return recovered, not_recovered
 end
@@ -310,10 +525,10 @@ function _M:bootstrap()
   end
   local kcv = assert(keyring.check_value(id))
   rows, err = self:query(fmt([[
-    INSERT INTO keyring_meta (id, state, kcv)
-      SELECT %s, 'active', %s WHERE NOT EXISTS (SELECT 1 FROM keyring_meta)
+    INSERT INTO keyring_meta (id, state, kcv, mac)
+      SELECT %s, 'active', %s, %s WHERE NOT EXISTS (SELECT 1 FROM keyring_meta)
       ON CONFLICT DO NOTHING RETURNING id;
-  ]], self:lit(id), self:lit(kcv)))
+  ]], self:lit(id), self:lit(kcv), self:meta_mac(id, kcv)))
   if not rows or #rows == 0 then
     keyring.remove(id)
     return rows and "exists" or nil, err

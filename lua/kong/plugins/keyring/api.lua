@@ -53,10 +53,14 @@ local function json_array(list)
 end
 
 
-local function ring_json(ids, active)
+-- `missing`: ids the cluster lists that this node lacks (shown when any)
+local function ring_json(ids, active, missing)
   local body = '{"ids":' .. json_array(ids)
   if active then
     body = body .. ',"active":' .. cjson.encode(active)
+  end
+  if missing and #missing > 0 then
+    body = body .. ',"missing":' .. json_array(missing)
   end
   return body .. "}"
 end
@@ -174,7 +178,14 @@ return {
       if not ring then
         return fail(500, err)
       end
-      return kong.response.exit(200, ring_json(ring.ids, ring.active), JSON)
+      local missing
+      if state.strategy.missing then
+        missing, err = state.strategy:missing()
+        if not missing then
+          return fail(500, err)
+        end
+      end
+      return kong.response.exit(200, ring_json(ring.ids, ring.active, missing), JSON)
     end),
   },
 
@@ -199,19 +210,27 @@ return {
         keyring.remove(id)
         return fail(500, err)
       end
+      state.strategy:spread({ id })
       log("key '", id, "' generated")
       return kong.response.exit(201, { id = id, key = key_or_err })
     end),
   },
 
   ["/keyring/activate"] = {
-    POST = endpoint({ strategy = "cluster", params = { "key" } }, function(params)
+    POST = endpoint({ strategy = "cluster", params = { "key", "force" } }, function(params)
       local id = params.key
       if not id then
         return fail(400, "missing 'key' param")
       end
-      local ok, err, kind = state.strategy:activate(id)
+      local force = params.force
+      if force ~= nil and force ~= "true" and force ~= "false" then
+        return fail(400, "'force' must be true or false")
+      end
+      local ok, err, kind, missing_on = state.strategy:activate(id, { force = force == "true" })
       if not ok then
+        if missing_on then
+          return kong.response.exit(409, { error = err, missing_on = missing_on })
+        end
         return fail(errors.status(kind), kind == "not_found" and "not found" or err)
       end
       log("key '", id, "' activated")
@@ -225,16 +244,7 @@ return {
       if not id then
         return fail(400, "missing 'key' param")
       end
-      if keyring.active_id() == id then
-        return fail(409, "cannot remove active key")
-      end
-      -- the database first: it refuses the cluster's active key even when
-      -- this node does not hold it
-      local ok, err, kind = state.strategy:removed(id)
-      if not ok then
-        return fail(errors.status(kind), err)
-      end
-      ok, err, kind = keyring.remove(id)
+      local ok, err, kind = state.strategy:remove(id)
       if not ok then
         return fail(errors.status(kind), err)
       end
@@ -300,6 +310,7 @@ return {
         restore(before, { id })
         return fail(errors.status(kind), err)
       end
+      state.strategy:spread({ id })
       log("key '", id, "' imported")
       return kong.response.exit(201)
     end),

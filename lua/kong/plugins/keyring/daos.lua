@@ -16,6 +16,7 @@ return {
       -- "tombstoned" is tolerated in rows written by Kong Enterprise
       { state = { type = "string", required = true, one_of = { "active", "alive", "tombstoned" } } },
       { kcv = { type = "string" } },
+      { mac = { type = "string" } },
       { created_at = timestamp },
       { updated_at = timestamp },
     },
@@ -32,6 +33,24 @@ return {
       { recovery_key_id = { type = "string", required = true } },
       { created_at = timestamp },
       { updated_at = timestamp },
+    },
+  },
+  {
+    name = "keyring_nodes",
+    primary_key = { "node_id" },
+    generate_admin_api = false,
+    db_export = false,
+    workspaceable = false,
+    fields = {
+      { node_id = { type = "string", required = true } },
+      -- host and prefix: a restarted node (new node id) replaces its old row
+      { instance = { type = "string" } },
+      { hostname = { type = "string" } },
+      { public_key = { type = "string", required = true } },
+      -- the ids the node holds, separated by spaces (ids have none)
+      { key_ids = { type = "string" } },
+      { mac = { type = "string" } },
+      { last_seen = { type = "integer", timestamp = true } },
     },
   },
 }

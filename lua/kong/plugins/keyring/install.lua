@@ -9,6 +9,7 @@
 local keyring = require "kong.keyring"
 local config = require "kong.keyring.config"
 local cluster = require "kong.keyring.strategies.cluster"
+local nodes = require "kong.keyring.strategies.cluster.nodes"
 local fields = require "kong.plugins.keyring.fields"
 local transform = require "kong.plugins.keyring.transform"
 local state = require "kong.plugins.keyring.state"
@@ -406,6 +407,8 @@ function _M.at_load()
     transform.go_offline()
   else
     assert(keyring.init({ write_format = conf.keyring_write_format, accept_legacy = conf.keyring_accept_legacy }))
+    -- before the workers fork: every worker can open keys sent to this node
+    assert(nodes.make_pair())
     transform.accept_unmarked(conf.keyring_accept_legacy)
     state.strategy = cluster.new(conf, kong.db, _M.keys_arrived)
     transform.set_cluster_lookup(function(id)
@@ -453,26 +456,8 @@ function _M.at_load()
 end
 
 
--- The first key of a new cluster (worker 0 of each node): retried until the
--- database answers, so a database error at start never leaves a cluster
--- without a key. Waits 1 s, then twice as long each time, up to 30 s.
-local function bootstrap(premature, delay)
-  if premature then
-    return
-  end
-  local res, err = state.strategy:bootstrap()
-  if not res then
-    log(ngx.ERR, "bootstrap failed, retrying in ", delay, " s: ", err)
-    ngx.timer.at(delay, bootstrap, math.min(delay * 2, 30))
-    return
-  end
-  if res == "bootstrapped" then
-    log(ngx.NOTICE, "generated and activated the cluster's first key")
-  end
-end
-
-
---- Per worker: lock the region, then run the strategy (worker 0 only).
+--- Per worker: lock the region, then join the cluster's key exchange
+-- (worker 0 also makes the first key of a new cluster and runs the rounds).
 function _M.init_worker()
   if not state.strategy then
     return
@@ -483,10 +468,17 @@ function _M.init_worker()
   if not ok then
     log(ngx.ERR, "cannot lock the keyring region in memory: ", err)
   end
-  if ngx.worker.id() ~= 0 then
-    return
+  local kconf = kong.configuration
+  ok, err = state.strategy:join({
+    events = kong.cluster_events,
+    node_id = kong.node.get_id(),
+    hostname = kong.node.get_hostname(),
+    instance = kong.node.get_hostname() .. ":" .. (kconf and kconf.prefix or ""),
+    frequency = kconf and kconf.db_update_frequency or state.conf.db_update_frequency,
+  })
+  if not ok then
+    log(ngx.ERR, "cannot join the cluster's key exchange: ", err)
   end
-  ngx.timer.at(0, bootstrap, 1)
 end
 
 
