@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use crate::aead::{check_value, FieldKey};
 use crate::error::{Error, Result};
 use crate::format::{self, KeyBytes, KeyId, Parsed, MARKER, MAX_PLAINTEXT, NONCE_LEN, TAG_LEN};
-use crate::region::{fork_epoch, Region};
+use crate::region::{fork_epoch, fork_epoch_registered, Region};
 use crate::rng::{self, WorkerRng};
 use crate::secure_mem::{scrub_stack, LockedBuf, LockedVec};
 
@@ -158,7 +158,7 @@ impl Keyring {
             let mut cache = cell.borrow_mut();
             let generation = self.region.generation();
             let instance = self.region.instance();
-            if cache.generation != generation || cache.instance != instance || cache.epoch != fork_epoch() {
+            if cache.generation != generation || cache.instance != instance || cache.epoch != fork_epoch_registered() {
                 self.refresh_and_scrub(&mut cache, instance)?;
             }
             Ok(f(&mut cache))
@@ -227,7 +227,7 @@ impl Keyring {
             let mut nonce = [0u8; NONCE_LEN];
             rng::fill(&mut nonce);
             let scratch = &mut cache.scratch;
-            scratch.clear();
+            scratch.reset();
             if write_v1 {
                 scratch.extend_from_slice(plain)?;
                 key.field.keystream_v1(&nonce, scratch);
@@ -235,7 +235,7 @@ impl Keyring {
             } else {
                 let header_len = format::write_v2_header(&key.id, out);
                 let aad = &mut cache.aad;
-                aad.clear();
+                aad.reset();
                 aad.extend_from_slice(&out[..header_len])?;
                 aad.extend_from_slice(context)?;
                 scratch.extend_from_slice(&nonce)?;
@@ -288,7 +288,7 @@ impl Keyring {
                 let nonce: [u8; NONCE_LEN] = (&*nonce).try_into().map_err(|_| Error::Malformed("truncated v2 value"))?;
                 let tag: [u8; TAG_LEN] = (&*tag).try_into().map_err(|_| Error::Malformed("truncated v2 value"))?;
                 let aad = &mut cache.aad;
-                aad.clear();
+                aad.reset();
                 aad.extend_from_slice(header)?;
                 aad.extend_from_slice(context)?;
                 key.field.open_v2(&nonce, aad, body, &tag)?;

@@ -140,6 +140,13 @@ extern "C" fn after_fork_in_child() {
     }
 }
 
+/// `fork_epoch()` without registering the fork handler: for callers that
+/// hold a region, whose creation registered it (the per-field calls).
+#[inline]
+pub fn fork_epoch_registered() -> u64 {
+    FORK_EPOCH.load(Ordering::Relaxed)
+}
+
 /// A number that changes in every child after `fork()`; the CSPRNG reseeds
 /// when it sees a new value.
 pub fn fork_epoch() -> u64 {

@@ -313,17 +313,34 @@ impl<T> Drop for LockedVec<T> {
 
 /// A growable byte buffer in [`Pages`]. Growing maps larger pages, copies,
 /// and wipes and unmaps the old ones: its bytes never reach the ordinary heap.
-/// Bytes past `len` are always zero.
-#[derive(Debug, Default)]
+/// `truncate` and `clear` zero what they drop; `reset` does not.
+#[derive(Debug)]
 pub struct LockedBuf {
-    pages: Option<Pages>,
+    /// Start of `pages` (dangling when there are none), kept beside it so the
+    /// per-field calls copy into it as cheaply as into a `Vec`.
+    ptr: NonNull<u8>,
+    cap: usize,
     len: usize,
+    /// Set by `reset`: bytes past `len` may not be zero.
+    dirty: bool,
+    pages: Option<Pages>,
+}
+
+// SAFETY: `ptr` points into `pages`, which the buffer owns exclusively.
+unsafe impl Send for LockedBuf {}
+// SAFETY: shared references only read.
+unsafe impl Sync for LockedBuf {}
+
+impl Default for LockedBuf {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl LockedBuf {
     /// An empty buffer (no mapping until the first byte).
     pub const fn new() -> Self {
-        LockedBuf { pages: None, len: 0 }
+        LockedBuf { ptr: NonNull::dangling(), cap: 0, len: 0, dirty: false, pages: None }
     }
 
     /// An empty buffer with room for at least `cap` bytes.
@@ -335,7 +352,7 @@ impl LockedBuf {
 
     /// Bytes it can hold before it grows.
     pub fn capacity(&self) -> usize {
-        self.pages.as_ref().map_or(0, Pages::len)
+        self.cap
     }
 
     /// The mapping, if any (for tests and reports).
@@ -346,20 +363,20 @@ impl LockedBuf {
     /// Makes room for `extra` more bytes.
     #[inline]
     pub fn reserve(&mut self, extra: usize) -> Result<()> {
-        let need = self.len.checked_add(extra).ok_or_else(|| Error::Os("mmap", "size overflow".into()))?;
-        if need <= self.capacity() {
+        if extra <= self.cap - self.len {
             return Ok(());
         }
-        self.grow(need)
+        self.grow(extra)
     }
 
     #[cold]
     #[inline(never)]
-    fn grow(&mut self, need: usize) -> Result<()> {
-        let mut fresh = Pages::map(need.max(self.capacity().saturating_mul(2)))?;
-        if let Some(old) = &mut self.pages {
-            fresh.bytes_mut()[..self.len].copy_from_slice(&old.bytes_mut()[..self.len]);
-        }
+    fn grow(&mut self, extra: usize) -> Result<()> {
+        let need = self.len.checked_add(extra).ok_or_else(|| Error::Os("mmap", "size overflow".into()))?;
+        let mut fresh = Pages::map(need.max(self.cap.saturating_mul(2)))?;
+        fresh.bytes_mut()[..self.len].copy_from_slice(self);
+        self.ptr = fresh.ptr;
+        self.cap = fresh.len;
         // The old pages are wiped and unmapped by their drop.
         self.pages = Some(fresh);
         Ok(())
@@ -369,10 +386,10 @@ impl LockedBuf {
     #[inline]
     pub fn extend_from_slice(&mut self, bytes: &[u8]) -> Result<()> {
         self.reserve(bytes.len())?;
-        let start = self.len;
-        if let Some(p) = &mut self.pages {
-            p.bytes_mut()[start..start + bytes.len()].copy_from_slice(bytes);
-        }
+        // SAFETY: `reserve` made `cap - len >= bytes.len()`, so the destination
+        // lies inside the mapping `ptr` points to; a caller's slice cannot
+        // overlap it while we hold `&mut self`.
+        unsafe { core::ptr::copy_nonoverlapping(bytes.as_ptr(), self.ptr.as_ptr().add(self.len), bytes.len()) };
         self.len += bytes.len();
         Ok(())
     }
@@ -384,7 +401,10 @@ impl LockedBuf {
             return Ok(());
         }
         self.reserve(len - self.len)?;
-        // Bytes past the old length are already zero (the invariant).
+        if self.dirty {
+            // SAFETY: `self.len..len` lies inside the mapping after `reserve`.
+            unsafe { core::ptr::write_bytes(self.ptr.as_ptr().add(self.len), 0, len - self.len) };
+        }
         self.len = len;
         Ok(())
     }
@@ -397,12 +417,11 @@ impl LockedBuf {
         }
         let old = self.len;
         self.len = len;
-        if let Some(p) = &mut self.pages {
-            // A plain memset, cheap on the hot path: the memory stays mapped and
-            // readable, so it cannot be optimized away; the volatile wipe comes
-            // when the pages go.
-            p.bytes_mut()[len..old].fill(0);
-        }
+        // A plain memset, cheap on the hot path: the memory stays mapped and
+        // readable, so it cannot be optimized away; the volatile wipe comes
+        // when the pages go.
+        // SAFETY: `len..old` lies inside the mapping (`old <= cap`).
+        unsafe { core::ptr::write_bytes(self.ptr.as_ptr().add(len), 0, old - len) };
     }
 
     /// Empties the buffer, zeroing what it held.
@@ -411,10 +430,19 @@ impl LockedBuf {
         self.truncate(0);
     }
 
+    /// Empties the buffer without zeroing: for a buffer that holds only public
+    /// bytes between uses (the per-field calls' AAD and ciphertext), where the
+    /// memset would cost more than the rest of the bookkeeping. The bytes stay
+    /// until overwritten, or wiped with the pages.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.len = 0;
+        self.dirty = true;
+    }
+
     /// Wipes and unmaps the pages (the next byte maps new ones).
     pub fn release(&mut self) {
-        self.len = 0;
-        self.pages = None;
+        *self = LockedBuf::new();
     }
 }
 
@@ -422,23 +450,17 @@ impl Deref for LockedBuf {
     type Target = [u8];
     #[inline]
     fn deref(&self) -> &[u8] {
-        match &self.pages {
-            // SAFETY: the mapping holds at least `len` initialized bytes that
-            // live as long as `self`.
-            Some(p) => unsafe { core::slice::from_raw_parts(p.ptr.as_ptr(), self.len) },
-            None => &[],
-        }
+        // SAFETY: `ptr` is the mapping's start (or dangling with `len == 0`)
+        // and the first `len` bytes are initialized for as long as `self` lives.
+        unsafe { core::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
     }
 }
 
 impl DerefMut for LockedBuf {
     #[inline]
     fn deref_mut(&mut self) -> &mut [u8] {
-        let len = self.len;
-        match &mut self.pages {
-            Some(p) => &mut p.bytes_mut()[..len],
-            None => &mut [],
-        }
+        // SAFETY: as in `deref`, with exclusive access through `&mut self`.
+        unsafe { core::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
     }
 }
 
