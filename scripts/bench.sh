@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # make bench: machine, date and commit, then the field-encryption table, the
-# worker-propagation figure and the real-Kong table (bench/kong.sh: keyring ON
-# node vs OFF node), all measured in this run.
+# worker-propagation figure, the real-Kong table (bench/kong.sh: keyring ON
+# node vs OFF node) and the cluster key-exchange table (bench/cluster.sh: two
+# nodes), all measured in this run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "machine: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(nproc) cpu"
@@ -15,3 +16,5 @@ echo
 luajit bench/propagation.lua
 echo
 bench/kong.sh
+echo
+bench/cluster.sh

@@ -420,7 +420,10 @@ describe("Plugin: keyring (keys missing, hybrid mode, CLI, disabled) [#" .. stra
 
     it("keeps the data plane's last config while the control plane cannot decrypt", function()
       -- restarted, the control plane has no key: it must push nothing
-      -- (neither ciphertext nor placeholders) to the data plane reconnecting
+      -- (neither ciphertext nor placeholders) to the data plane reconnecting.
+      -- The traditional node is stopped too: it would send the control plane
+      -- its keys (docs/design.md, "Cluster strategy")
+      assert(kr.stop_kong())
       assert(kr.stop_kong(CP_PREFIX))
       assert(helpers.start_kong(cp_env(), nil, true))
       wait_cp_admin()
@@ -438,6 +441,7 @@ describe("Plugin: keyring (keys missing, hybrid mode, CLI, disabled) [#" .. stra
       local line = kr.log_lines(refused, CP_PREFIX)[1]
       assert.matches("keyring key '" .. key_id .. "' is not available on this node", line, 1, true)
       assert.same({}, kr.log_lines("in a read-only transaction", CP_PREFIX))
+      assert(helpers.start_kong(env(), nil, true))
     end)
   end)
 
