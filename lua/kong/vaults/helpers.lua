@@ -198,6 +198,26 @@ do
   function _M.getenv(name)
     return os_getenv(name) or ENV[name]
   end
+
+  --- Remembers every environment variable whose name matches the Lua
+  -- `pattern` (names chosen by config, e.g. azure's credentials_prefix).
+  function _M.remember_env_matching(pattern)
+    local ffi = require "ffi"
+    pcall(ffi.cdef, "extern char **environ;")
+    local ok, environ = pcall(function() return ffi.C.environ end)
+    if not ok or environ == nil then
+      return
+    end
+    local i = 0
+    while environ[i] ~= nil do
+      local entry = ffi.string(environ[i])
+      local name = entry:match("^([^=]+)=")
+      if name and find(name, pattern) then
+        ENV[name] = sub(entry, #name + 2)
+      end
+      i = i + 1
+    end
+  end
 end
 
 

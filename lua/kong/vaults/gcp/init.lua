@@ -1,1 +1,207 @@
-return { VERSION = "0.1.0", get = function() return nil, "not yet" end }
+-- Vault strategy `gcp`: Google Cloud Secret Manager,
+-- `projects/<project_id>/secrets/<name>/versions/<version>:access`.
+--
+--   {vault://gcp/<secret name>[/<json key>][#<version>]}
+--
+-- `#N` reads version N, none the `latest`. The value is the payload's bytes.
+--
+-- Credentials: the service account key file (JSON) in GCP_SERVICE_ACCOUNT,
+-- as Kong Enterprise reads it: a JWT signed with its private key (RS256,
+-- lua-resty-openssl) is exchanged for an OAuth access token (RFC 7523
+-- jwt-bearer grant) at config.token_url, the key file's token_uri or
+-- Google's. Without GCP_SERVICE_ACCOUNT, the metadata server's token of the
+-- instance's service account (GKE Workload Identity, GCE). Tokens are kept
+-- per worker until shortly before they expire.
+--
+-- lua-resty-gcp (which Kong ships) is not used for the token: it fixes the
+-- token and metadata URLs, uses blocking sockets and logs. Its request
+-- building is not needed for one GET.
+
+local helpers = require "kong.vaults.helpers"
+local schema = require "kong.vaults.gcp.schema"
+local pkey = require "resty.openssl.pkey"
+local b64 = require "ngx.base64"
+
+
+local fmt = string.format
+local type = type
+local find = string.find
+local time = ngx.time
+local encode_args = ngx.encode_args
+local decode_base64 = ngx.decode_base64
+local encode_base64url = b64.encode_base64url
+
+
+local ENV_SA = "GCP_SERVICE_ACCOUNT"
+local ENV_METADATA = "GCE_METADATA_HOST"
+helpers.remember_env({ ENV_SA, ENV_METADATA })
+
+local GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+local GOOGLE_API_URL = "https://secretmanager.googleapis.com"
+local SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+local JWT_LIFETIME = 3600   -- the longest Google accepts
+
+local TOKENS = helpers.token_cache()
+
+
+local function strip(url)
+  return (url:gsub("/+$", ""))
+end
+
+
+-- the service account of GCP_SERVICE_ACCOUNT: a table, nil (not set) or
+-- nil, err (set but unusable; the error names fields, never values)
+local function service_account()
+  local raw = helpers.getenv(ENV_SA)
+  if not raw or raw == "" then
+    return nil
+  end
+  local sa = helpers.json({ body = raw })
+  if not sa then
+    return nil, ENV_SA .. " is not a JSON object"
+  end
+  if type(sa.client_email) ~= "string" or type(sa.private_key) ~= "string" then
+    return nil, ENV_SA .. " has no client_email or private_key"
+  end
+  return sa
+end
+
+
+-- an OAuth access token for the service account: signed JWT -> token_url
+local function sa_token(conf, sa)
+  local token_url = conf.token_url or (type(sa.token_uri) == "string" and sa.token_uri) or GOOGLE_TOKEN_URL
+  local key = helpers.hash("gcp-sa", token_url, sa.client_email, sa.private_key_id, sa.private_key)
+  local token = TOKENS.get(key)
+  if token then
+    return token, nil, key
+  end
+
+  local private, err = pkey.new(sa.private_key)
+  if not private then
+    -- lua-resty-openssl's message names the parser, not the key
+    return nil, "the private_key of " .. ENV_SA .. " cannot be read"
+  end
+  local now = time()
+  local header = { alg = "RS256", typ = "JWT", kid = type(sa.private_key_id) == "string" and sa.private_key_id or nil }
+  local claims = { iss = sa.client_email, scope = SCOPE, aud = token_url, iat = now, exp = now + JWT_LIFETIME }
+  local signing_input = encode_base64url(helpers.encode(header)) .. "." .. encode_base64url(helpers.encode(claims))
+  local signature
+  signature, err = private:sign(signing_input, "sha256")
+  if not signature then
+    return nil, "signing the token request failed"
+  end
+
+  local res
+  res, err = helpers.request(token_url, {
+    method = "POST",
+    headers = { ["Content-Type"] = "application/x-www-form-urlencoded" },
+    body = encode_args({
+      grant_type = "urn:ietf:params:oauth:grant-type:jwt-bearer",
+      assertion = signing_input .. "." .. encode_base64url(signature),
+    }),
+  })
+  if not res then
+    return nil, "token request failed: " .. tostring(err)
+  end
+  local body = res.status == 200 and helpers.json(res)
+  if not body or type(body.access_token) ~= "string" then
+    return nil, helpers.status_error("token request for " .. sa.client_email, res.status, res.body)
+  end
+  TOKENS.set(key, body.access_token, body.expires_in)
+  return body.access_token, nil, key
+end
+
+
+-- the metadata server's token of the instance's service account
+local function metadata_token(conf)
+  local host = conf.metadata_url or helpers.getenv(ENV_METADATA) or "metadata.google.internal"
+  if not find(host, "^https?://") then
+    host = "http://" .. host
+  end
+  local url = strip(host) .. "/computeMetadata/v1/instance/service-accounts/default/token"
+  local key = helpers.hash("gcp-metadata", url)
+  local token = TOKENS.get(key)
+  if token then
+    return token, nil, key
+  end
+  local res, err = helpers.request(url, { headers = { ["Metadata-Flavor"] = "Google" }, timeout = 3000 })
+  if not res then
+    return nil, "metadata server token request failed: " .. tostring(err)
+  end
+  local body = res.status == 200 and helpers.json(res)
+  if not body or type(body.access_token) ~= "string" then
+    return nil, helpers.status_error("metadata server token request", res.status, res.body)
+  end
+  TOKENS.set(key, body.access_token, body.expires_in)
+  return body.access_token, nil, key
+end
+
+
+local function get_token(conf)
+  local sa, err = service_account()
+  if sa then
+    return sa_token(conf, sa)
+  end
+  if err then
+    return nil, err
+  end
+  return metadata_token(conf)
+end
+
+
+local function access(conf, resource, version, token)
+  local url = fmt("%s/v1/projects/%s/secrets/%s/versions/%s:access", strip(conf.api_url or GOOGLE_API_URL),
+                  ngx.escape_uri(conf.project_id), resource, version and tostring(version) or "latest")
+  return helpers.request(url, { headers = { Authorization = "Bearer " .. token } })
+end
+
+
+local function fetch(conf, resource, version)
+  if not conf.project_id or conf.project_id == "" then
+    return nil, "no project_id"
+  end
+  -- Secret Manager ids: letters, digits, '-' and '_'
+  if not find(resource, "^[%w_%-]+$") then
+    return nil, "invalid secret name (letters, digits, '-' and '_' only)"
+  end
+  local token, err, key = get_token(conf)
+  if not token then
+    return nil, err
+  end
+  local res
+  res, err = access(conf, resource, version, token)
+  if res and res.status == 401 then
+    -- the cached token expired or was revoked: a new one, once
+    TOKENS.delete(key)
+    token, err, key = get_token(conf)
+    if not token then
+      return nil, err
+    end
+    res, err = access(conf, resource, version, token)
+  end
+  if not res then
+    return nil, fmt("reading %s failed: %s", resource, err)
+  end
+  if res.status == 404 then
+    return nil, fmt("%s not found", version and (resource .. "#" .. version) or resource)
+  end
+  if res.status ~= 200 then
+    return nil, helpers.status_error("reading " .. resource, res.status, res.body)
+  end
+  local payload = (helpers.json(res) or {}).payload
+  local data = type(payload) == "table" and payload.data
+  if type(data) ~= "string" then
+    return nil, fmt("%s has no payload", resource)
+  end
+  local value = decode_base64(data)
+  if not value then
+    return nil, fmt("the payload of %s is not base64", resource)
+  end
+  return value
+end
+
+
+return {
+  VERSION = "0.1.0",
+  get = helpers.strategy("gcp", schema, fetch),
+}

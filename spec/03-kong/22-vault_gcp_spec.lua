@@ -1,0 +1,231 @@
+-- The `gcp` vault strategy in real Kong (2 workers) against the local GCP
+-- stand-in of spec/fixtures/standins/standin.py (no real Secret Manager runs
+-- here): the service account's RS256 JWT checked with openssl against its
+-- public key at the OAuth token endpoint, the metadata server token,
+-- Secret Manager `versions/<v>:access` with Google's error bodies. JSON
+-- keys, versions, TLS checked against lua_ssl_trusted_certificate, tokens
+-- kept per worker and renewed when refused, `kong vault get`, named vaults
+-- through /vaults, wrong credentials, a server that is down, not found.
+
+local helpers = require "spec.helpers"
+local kr = require "keyring_helpers"
+local vh = require "fixtures.standins.helpers"
+local cjson = require "cjson"
+
+
+local GCP_PORT = 18220
+local OTHER_KEY_PORT = 18221   -- a token endpoint that knows another key
+local TLS_PORT = 18222
+local UNTRUSTED_PORT = 18223   -- TLS with a certificate of an unknown CA
+local DOWN_PORT = 18229        -- nothing listens there
+
+local PROJECT = "kong-proj"
+local EMAIL = "kong-vault@kong-proj.iam.gserviceaccount.com"
+
+local S = vh.remember_secrets({
+  first = "gcp-pw-first-3c1d",
+  second = "gcp-pw-second-a07e",
+  plain = "gcp-plain-secret-5b92",
+})
+
+local fmt = string.format
+
+
+describe("vault gcp (stand-in) [#postgres]", function()
+  local gcp, dir, sa_json, private_pem
+
+  local function url(port, tls)
+    return fmt("%s://127.0.0.1:%d", tls and "https" or "http", port)
+  end
+
+  -- shell assignments for `kong vault get`
+  local function cli_env(vars)
+    local out = {}
+    for k, v in pairs(vars) do
+      out[#out + 1] = k .. "=" .. kr.project.shell_quote(v)
+    end
+    return table.concat(out, " ") .. " "
+  end
+
+  local function cli(reference, vars)
+    return vh.kong_vault_get(reference, cli_env(vars or { GCP_SERVICE_ACCOUNT = sa_json }))
+  end
+
+  lazy_setup(function()
+    dir = kr.project.tmp .. "/spec-22_gcp"
+    assert(kr.project.run("rm -rf " .. dir .. " && mkdir -p " .. dir))
+    local priv, pub = vh.rsa_files(dir, "sa")
+    local _, other_pub = vh.rsa_files(dir, "other")
+    private_pem = kr.project.read_file(priv)
+    sa_json = cjson.encode({
+      type = "service_account", project_id = PROJECT, private_key_id = "0123abcd",
+      private_key = private_pem, client_email = EMAIL, token_uri = url(GCP_PORT) .. "/token",
+    })
+    vh.remember_secrets({ private_pem })
+
+    local ca, cert, key = vh.tls_files(dir .. "/tls")
+    local _, bad_cert, bad_key = vh.tls_files(dir .. "/untrusted")
+    gcp = vh.start_standin("gcp", GCP_PORT, { sa_email = EMAIL, project = PROJECT, sa_public_key = pub })
+    vh.start_standin("gcp", OTHER_KEY_PORT, { sa_email = EMAIL, project = PROJECT, sa_public_key = other_pub })
+    vh.start_standin("gcp", TLS_PORT, { sa_email = EMAIL, project = PROJECT, sa_public_key = pub, tls = { cert, key } })
+    vh.start_standin("gcp", UNTRUSTED_PORT, { sa_email = EMAIL, project = PROJECT, sa_public_key = pub,
+                                              tls = { bad_cert, bad_key } })
+    for _, base in ipairs({ gcp, url(TLS_PORT, true) }) do
+      vh.standin_secret(base, "db-creds", cjson.encode({ user = "app", password = S.first }))
+      vh.standin_secret(base, "db-creds", cjson.encode({ user = "app", password = S.second }))
+      vh.standin_secret(base, "api-token", S.plain)
+    end
+
+    helpers.setenv("GCP_SERVICE_ACCOUNT", sa_json)
+    vh.db()
+    assert(helpers.start_kong(vh.kong_env {
+      vault_gcp_project_id = PROJECT,
+      vault_gcp_api_url = gcp,
+      -- token_url: the key file's token_uri
+      lua_ssl_trusted_certificate = ca,
+    }))
+    helpers.unsetenv("GCP_SERVICE_ACCOUNT")
+
+    for prefix, config in pairs({
+      ["my-gcp"] = { api_url = gcp, token_url = gcp .. "/token" },
+      ["gcp-tls"] = { api_url = url(TLS_PORT, true), token_url = url(TLS_PORT, true) .. "/token" },
+      ["gcp-untrusted"] = { api_url = url(UNTRUSTED_PORT, true), token_url = url(UNTRUSTED_PORT, true) .. "/token" },
+      ["gcp-otherkey"] = { api_url = url(OTHER_KEY_PORT), token_url = url(OTHER_KEY_PORT) .. "/token" },
+      ["gcp-otherproj"] = { api_url = gcp, token_url = gcp .. "/token", project_id = "not-ours" },
+      ["gcp-down"] = { api_url = url(DOWN_PORT), token_url = url(DOWN_PORT) .. "/token" },
+    }) do
+      config.project_id = config.project_id or PROJECT
+      local status, body = kr.admin("PUT", "/vaults/" .. prefix, { name = "gcp", config = config })
+      assert(status == 200, prefix .. ": " .. tostring(body))
+    end
+
+    vh.probe_route("/gcp", {
+      secret = "{vault://gcp/db-creds/password}",
+      other = "{vault://my-gcp/api-token}",
+      list = { "{vault://gcp/db-creds/password#1}", "{vault://gcp-tls/db-creds/password}" },
+    })
+  end)
+
+  lazy_teardown(function()
+    kr.stop_kong()
+    vh.stop_servers()
+  end)
+
+  describe("a plugin field", function()
+    it("resolves a JSON key through the KONG_VAULT_GCP_* settings and GCP_SERVICE_ACCOUNT, on both workers", function()
+      kr.on_both_workers(function() return kr.proxy("GET", "/gcp") end, function(status, json)
+        assert.equals(200, status)
+        assert.equals(S.second, json.config.secret)
+        assert.equals(S.plain, json.config.other)
+      end)
+    end)
+
+    it("resolves #1 to the first version", function()
+      assert.equals(S.first, vh.probe("/gcp").config.list[1])
+    end)
+
+    it("reads over TLS, the certificate checked against lua_ssl_trusted_certificate", function()
+      assert.equals(S.second, vh.probe("/gcp").config.list[2])
+      local value, err = vh.vault_get("/gcp", "{vault://gcp-untrusted/api-token}")
+      assert.is_nil(value)
+      assert.matches("gcp: token request failed: .*certificate", err)
+    end)
+
+    it("keeps the access token per worker and gets a new one when it is refused", function()
+      local before = vh.hits(gcp)["gcp-token"] or 0
+      for i = 1, 6 do
+        assert.equals(S.plain, (vh.vault_get("/gcp", fmt("{vault://my-gcp/api-token?ttl=%d}", 100 + i))))
+      end
+      -- at most one new token per worker (none when both already had one)
+      assert.is_true((vh.hits(gcp)["gcp-token"] or 0) - before <= 2)
+      -- the stand-in forgets every token: the next read gets a 401, then a new token
+      assert.equals(200, (vh.http("PUT", gcp .. "/_admin/revoke", "")))
+      before = vh.hits(gcp)["gcp-token"] or 0
+      local value, err = vh.vault_get("/gcp", "{vault://my-gcp/api-token?ttl=200}")
+      assert.is_nil(err)
+      assert.equals(S.plain, value)
+      assert.is_true(vh.hits(gcp)["gcp-token"] > before)
+    end)
+  end)
+
+  describe("kong vault get", function()
+    it("prints a value through the node's gcp settings and a version", function()
+      local ok, out, err = cli("gcp/db-creds/password")
+      assert(ok, err)
+      assert.equals(S.second, out)
+      ok, out, err = cli("{vault://gcp/db-creds/password#1}")
+      assert(ok, err)
+      assert.equals(S.first, out)
+    end)
+
+    it("prints a value through a named vault", function()
+      local ok, out, err = cli("{vault://my-gcp/api-token}")
+      assert(ok, err)
+      assert.equals(S.plain, out)
+    end)
+
+    it("uses the metadata server's token without GCP_SERVICE_ACCOUNT", function()
+      local before = vh.hits(gcp)["gcp-metadata"] or 0
+      local ok, out, err = cli("gcp/api-token", { KONG_VAULT_GCP_METADATA_URL = gcp })
+      assert(ok, err)
+      assert.equals(S.plain, out)
+      assert.equals(before + 1, vh.hits(gcp)["gcp-metadata"])
+    end)
+
+    it("fails clearly for a key file that is not JSON, and for no credentials at all", function()
+      local ok, out, err = cli("gcp/api-token", { GCP_SERVICE_ACCOUNT = "not json" })
+      assert.is_false(ok)
+      assert.equals("", out)
+      assert.matches("gcp: GCP_SERVICE_ACCOUNT is not a JSON object", err, 1, true)
+      ok, out, err = cli("gcp/api-token", { KONG_VAULT_GCP_METADATA_URL = url(DOWN_PORT) })
+      assert.is_false(ok)
+      assert.matches("gcp: metadata server token request failed: connection refused", err, 1, true)
+    end)
+  end)
+
+  describe("errors", function()
+    local function get_err(reference)
+      local value, err = vh.vault_get("/gcp", reference)
+      assert.is_nil(value)
+      return err
+    end
+
+    it("a missing secret, version and key", function()
+      assert.matches("gcp: nope not found", get_err("{vault://gcp/nope}"), 1, true)
+      assert.matches("gcp: db-creds#7 not found", get_err("{vault://gcp/db-creds/password#7}"), 1, true)
+      assert.matches("subfield nokey not found in JSON secret", get_err("{vault://gcp/db-creds/nokey}"), 1, true)
+    end)
+
+    it("a name Secret Manager cannot hold, and '..'", function()
+      assert.matches("gcp: invalid secret name", get_err("{vault://gcp/app/db/}"), 1, true)
+      assert.matches("gcp: resource has an empty, '.' or '..' segment", get_err("{vault://gcp/a/../b/}"), 1, true)
+    end)
+
+    it("wrong credentials: the token endpoint refuses the signature", function()
+      assert.matches(fmt("gcp: token request for %s answered 400 (invalid_grant)", EMAIL),
+                     get_err("{vault://gcp-otherkey/api-token}"), 1, true)
+      assert.is_true((vh.hits(url(OTHER_KEY_PORT))["gcp-token-denied"] or 0) >= 1)
+    end)
+
+    it("a project the account may not read", function()
+      assert.matches("gcp: reading api-token answered 403 (PERMISSION_DENIED)",
+                     get_err("{vault://gcp-otherproj/api-token}"), 1, true)
+    end)
+
+    it("a server that is down", function()
+      assert.matches("gcp: token request failed: connection refused", get_err("{vault://gcp-down/api-token}"), 1, true)
+    end)
+
+    it("bad configs through /vaults", function()
+      local status, _, json = kr.admin("POST", "/vaults", { prefix = "gcp-bad", name = "gcp",
+                                                            config = { api_url = "ftp://x", ttl = -5 } })
+      assert.equals(400, status)
+      assert.is_string(json.fields.config.api_url)
+      assert.matches("between", json.fields.config.ttl, 1, true)
+    end)
+
+    it("writes no secret to the error log", function()
+      vh.assert_no_secret_in_log({ S.first, S.second, S.plain, private_pem:match("\n([^\n]+)\n") })
+    end)
+  end)
+end)
