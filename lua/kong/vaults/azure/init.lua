@@ -1,1 +1,248 @@
-return { VERSION = "0.1.0", get = function() return nil, "not yet" end }
+-- Vault strategy `azure`: Azure Key Vault secrets (`GET
+-- <vault_uri>/secrets/<name>[/<version id>]?api-version=...`).
+--
+--   {vault://azure/<secret name>[/<json key>][#<version>]}
+--
+-- Key Vault version ids are opaque; `#N` is the N-th version of the secret
+-- by creation time (1 = the oldest), found by listing the secret's versions
+-- (`/secrets/<name>/versions`, following nextLink on the vault's own origin
+-- only). No version: the current one.
+--
+-- Token (Entra ID, resource https://vault.azure.net), first that applies:
+--   1. client credentials: client_id (config or <prefix>_CLIENT_ID),
+--      tenant_id (config or <prefix>_TENANT_ID) and <prefix>_CLIENT_SECRET,
+--      posted to <authority>/<tenant>/oauth2/v2.0/token;
+--   2. managed identity: the instance metadata endpoint's
+--      /metadata/identity/oauth2/token (client_id selects a user-assigned
+--      identity when set).
+-- <prefix> is config.credentials_prefix ("AZURE"). Tokens are kept per
+-- worker until shortly before they expire.
+
+local helpers = require "kong.vaults.helpers"
+local schema = require "kong.vaults.azure.schema"
+
+
+local fmt = string.format
+local type = type
+local find = string.find
+local lower = string.lower
+local tonumber = tonumber
+local escape_uri = ngx.escape_uri
+local encode_args = ngx.encode_args
+
+
+-- Kong's workers see no environment: what a credentials prefix may name is
+-- remembered when the strategy loads (Kong's init, the CLI, init_by_lua)
+helpers.remember_env_matching("_CLIENT_SECRET$")
+helpers.remember_env_matching("_CLIENT_ID$")
+helpers.remember_env_matching("_TENANT_ID$")
+helpers.remember_env_matching("_AUTHORITY_HOST$")
+
+local RESOURCE = "https://vault.azure.net"
+local DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
+local DEFAULT_IDENTITY = "http://169.254.169.254"
+local MAX_PAGES = 20
+
+local TOKENS = helpers.token_cache()
+
+
+local function strip(url)
+  return (url:gsub("/+$", ""))
+end
+
+
+-- scheme, host and port of an URL, lower-cased, default ports filled in
+local function origin(url)
+  local scheme, host, port = (url or ""):match("^(%a+)://([^/:?#]+):?(%d*)")
+  if not scheme then
+    return nil
+  end
+  scheme = lower(scheme)
+  port = tonumber(port) or (scheme == "https" and 443 or 80)
+  return scheme .. "://" .. lower(host) .. ":" .. port
+end
+
+
+local function client_credentials_token(conf, client_id, tenant_id, secret)
+  local authority = conf.authority_host or helpers.getenv(conf.credentials_prefix .. "_AUTHORITY_HOST")
+                    or DEFAULT_AUTHORITY
+  local url = fmt("%s/%s/oauth2/v2.0/token", strip(authority), escape_uri(tenant_id))
+  local key = helpers.hash("azure-client", url, client_id, secret)
+  local token = TOKENS.get(key)
+  if token then
+    return token, nil, key
+  end
+  local res, err = helpers.request(url, {
+    method = "POST",
+    headers = { ["Content-Type"] = "application/x-www-form-urlencoded" },
+    body = encode_args({
+      grant_type = "client_credentials",
+      client_id = client_id,
+      client_secret = secret,
+      scope = RESOURCE .. "/.default",
+    }),
+  })
+  if not res then
+    return nil, "token request failed: " .. tostring(err)
+  end
+  local body = res.status == 200 and helpers.json(res)
+  if not body or type(body.access_token) ~= "string" then
+    return nil, helpers.status_error("client credentials token request", res.status, res.body)
+  end
+  TOKENS.set(key, body.access_token, body.expires_in)
+  return body.access_token, nil, key
+end
+
+
+local function managed_identity_token(conf, client_id)
+  local url = strip(conf.identity_endpoint or DEFAULT_IDENTITY) .. "/metadata/identity/oauth2/token"
+  local query = { ["api-version"] = "2018-02-01", resource = RESOURCE, client_id = client_id }
+  local key = helpers.hash("azure-msi", url, client_id)
+  local token = TOKENS.get(key)
+  if token then
+    return token, nil, key
+  end
+  local res, err = helpers.request(url, { query = query, headers = { Metadata = "true" }, timeout = 3000 })
+  if not res then
+    return nil, "managed identity token request failed: " .. tostring(err)
+  end
+  local body = res.status == 200 and helpers.json(res)
+  if not body or type(body.access_token) ~= "string" then
+    return nil, helpers.status_error("managed identity token request", res.status, res.body)
+  end
+  -- IMDS answers expires_in as a string
+  TOKENS.set(key, body.access_token, tonumber(body.expires_in))
+  return body.access_token, nil, key
+end
+
+
+local function get_token(conf)
+  local prefix = conf.credentials_prefix
+  local client_id = conf.client_id or helpers.getenv(prefix .. "_CLIENT_ID")
+  local tenant_id = conf.tenant_id or helpers.getenv(prefix .. "_TENANT_ID")
+  local secret = helpers.getenv(prefix .. "_CLIENT_SECRET")
+  if secret and secret ~= "" then
+    if not client_id or not tenant_id then
+      return nil, fmt("%s_CLIENT_SECRET is set but client_id or tenant_id is missing", prefix)
+    end
+    return client_credentials_token(conf, client_id, tenant_id, secret)
+  end
+  return managed_identity_token(conf, client_id)
+end
+
+
+-- GET `url` (a Key Vault URL) with the token, once more with a new token
+-- when the cached one is refused
+local function vault_get(conf, url, query, what)
+  local token, err, key = get_token(conf)
+  if not token then
+    return nil, err
+  end
+  local res
+  res, err = helpers.request(url, { query = query, headers = { Authorization = "Bearer " .. token } })
+  if res and res.status == 401 then
+    TOKENS.delete(key)
+    token, err = get_token(conf)
+    if not token then
+      return nil, err
+    end
+    res, err = helpers.request(url, { query = query, headers = { Authorization = "Bearer " .. token } })
+  end
+  if not res then
+    return nil, fmt("%s failed: %s", what, err)
+  end
+  return res
+end
+
+
+-- the id of the `version`-th version of secret `name` by creation time
+local function version_id(conf, base, name, version)
+  local url = fmt("%s/secrets/%s/versions", base, name)
+  local query = { ["api-version"] = conf.api_version, maxresults = 25 }
+  local own = origin(base)
+  local list = {}
+  for _ = 1, MAX_PAGES do
+    local res, err = vault_get(conf, url, query, "listing the versions of " .. name)
+    if not res then
+      return nil, err
+    end
+    if res.status == 404 then
+      return nil, fmt("%s not found", name)
+    end
+    if res.status ~= 200 then
+      return nil, helpers.status_error("listing the versions of " .. name, res.status, res.body)
+    end
+    local body = helpers.json(res) or {}
+    for _, item in ipairs(type(body.value) == "table" and body.value or {}) do
+      local id = type(item.id) == "string" and item.id:match("/secrets/[^/]+/([^/?]+)$")
+      local created = type(item.attributes) == "table" and tonumber(item.attributes.created)
+      if id then
+        list[#list + 1] = { id = id, created = created or 0, n = #list }
+      end
+    end
+    local next_link = body.nextLink
+    if type(next_link) ~= "string" or next_link == "" then
+      break
+    end
+    -- the bearer token goes to the vault only
+    if origin(next_link) ~= own then
+      return nil, "the version list of " .. name .. " links to another host"
+    end
+    url, query = next_link, nil
+  end
+  table.sort(list, function(a, b)
+    if a.created ~= b.created then
+      return a.created < b.created
+    end
+    return a.n < b.n
+  end)
+  local item = list[version]
+  if not item then
+    return nil, fmt("%s#%d not found (%d versions)", name, version, #list)
+  end
+  return item.id
+end
+
+
+local function fetch(conf, resource, version)
+  if not conf.vault_uri then
+    return nil, "no vault_uri"
+  end
+  if conf.type ~= "secrets" then
+    return nil, "only type secrets is supported"
+  end
+  -- Key Vault names: letters, digits and '-'
+  if not find(resource, "^[%w%-]+$") then
+    return nil, "invalid secret name (letters, digits and '-' only)"
+  end
+  local base = strip(conf.vault_uri)
+  local url = fmt("%s/secrets/%s", base, resource)
+  if version then
+    local id, err = version_id(conf, base, resource, version)
+    if not id then
+      return nil, err
+    end
+    url = url .. "/" .. escape_uri(id)
+  end
+  local res, err = vault_get(conf, url, { ["api-version"] = conf.api_version }, "reading " .. resource)
+  if not res then
+    return nil, err
+  end
+  if res.status == 404 then
+    return nil, fmt("%s not found", resource)
+  end
+  if res.status ~= 200 then
+    return nil, helpers.status_error("reading " .. resource, res.status, res.body)
+  end
+  local value = (helpers.json(res) or {}).value
+  if type(value) ~= "string" then
+    return nil, fmt("%s has no value", resource)
+  end
+  return value
+end
+
+
+return {
+  VERSION = "0.1.0",
+  get = helpers.strategy("azure", schema, fetch),
+}

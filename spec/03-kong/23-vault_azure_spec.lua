@@ -1,0 +1,211 @@
+-- The `azure` vault strategy in real Kong (2 workers) against the local
+-- Azure stand-in of spec/fixtures/standins/standin.py (no real Key Vault
+-- runs here): Entra ID client credentials (v2.0 token endpoint) and the
+-- managed identity endpoint, Key Vault secrets with opaque version ids and
+-- paged version lists, Azure's error bodies. JSON keys, `#N` versions,
+-- credentials_prefix, tokens renewed when refused, `kong vault get`, named
+-- vaults through /vaults, wrong credentials, a server that is down, not
+-- found.
+
+local helpers = require "spec.helpers"
+local kr = require "keyring_helpers"
+local vh = require "fixtures.standins.helpers"
+local cjson = require "cjson"
+
+
+local AZ_PORT = 18230
+local FOREIGN_PORT = 18231     -- its nextLinks point at another host
+local DOWN_PORT = 18239        -- nothing listens there
+
+local TENANT = "0f1e2d3c-0000-4000-8000-00000000abcd"
+local CLIENT_ID = "kong-gateway-app"
+local CLIENT_SECRET = "az-client-secret-9d41"
+
+local S = vh.remember_secrets({
+  v1 = "az-pw-one-71e0",
+  v2 = "az-pw-two-c3a8",
+  v3 = "az-pw-three-06bf",
+  plain = "az-plain-secret-e5d4",
+  wrong = "az-wrong-client-secret-1f2a",
+})
+
+local fmt = string.format
+
+
+describe("vault azure (stand-in) [#postgres]", function()
+  local az, foreign
+
+  local function cli_env(vars)
+    local out = {}
+    for k, v in pairs(vars) do
+      out[#out + 1] = k .. "=" .. kr.project.shell_quote(v)
+    end
+    return table.concat(out, " ") .. " "
+  end
+
+  local function cli(reference, vars)
+    return vh.kong_vault_get(reference, cli_env(vars or { AZURE_CLIENT_SECRET = CLIENT_SECRET }))
+  end
+
+  lazy_setup(function()
+    local opts = { tenant = TENANT, client_id = CLIENT_ID, client_secret = CLIENT_SECRET, page_size = 2 }
+    az = vh.start_standin("azure", AZ_PORT, opts)
+    opts.next_link_base = "http://127.0.0.1:" .. DOWN_PORT
+    foreign = vh.start_standin("azure", FOREIGN_PORT, opts)
+    for _, base in ipairs({ az, foreign }) do
+      for _, pw in ipairs({ S.v1, S.v2, S.v3 }) do
+        vh.standin_secret(base, "db-creds", cjson.encode({ user = "app", password = pw }))
+      end
+      vh.standin_secret(base, "api-token", S.plain)
+    end
+
+    helpers.setenv("AZURE_CLIENT_SECRET", CLIENT_SECRET)
+    helpers.setenv("KONGAZ_CLIENT_SECRET", S.wrong)
+    vh.db()
+    assert(helpers.start_kong(vh.kong_env {
+      vault_azure_vault_uri = az,
+      vault_azure_tenant_id = TENANT,
+      vault_azure_client_id = CLIENT_ID,
+      vault_azure_authority_host = az,
+      vault_azure_location = "westeurope",
+    }))
+    helpers.unsetenv("AZURE_CLIENT_SECRET")
+    helpers.unsetenv("KONGAZ_CLIENT_SECRET")
+
+    for prefix, config in pairs({
+      -- its own prefix for the credentials: no NOPE_CLIENT_SECRET, so the
+      -- managed identity
+      ["az-msi"] = { vault_uri = az, credentials_prefix = "NOPE", identity_endpoint = az },
+      ["az-wrongsecret"] = { vault_uri = az, credentials_prefix = "KONGAZ", client_id = CLIENT_ID,
+                             tenant_id = TENANT, authority_host = az },
+      ["az-foreign"] = { vault_uri = foreign, tenant_id = TENANT, client_id = CLIENT_ID, authority_host = foreign },
+      ["az-down"] = { vault_uri = "http://127.0.0.1:" .. DOWN_PORT, tenant_id = TENANT, client_id = CLIENT_ID,
+                      authority_host = az },
+    }) do
+      local status, body = kr.admin("PUT", "/vaults/" .. prefix, { name = "azure", config = config })
+      assert(status == 200, prefix .. ": " .. tostring(body))
+    end
+
+    vh.probe_route("/az", {
+      secret = "{vault://azure/db-creds/password}",
+      other = "{vault://az-msi/api-token}",
+      list = { "{vault://azure/db-creds/password#1}", "{vault://azure/db-creds/password#2}",
+               "{vault://az-msi/db-creds/password#3}" },
+    })
+  end)
+
+  lazy_teardown(function()
+    kr.stop_kong()
+    vh.stop_servers()
+  end)
+
+  describe("a plugin field", function()
+    it("resolves a JSON key with client credentials from the KONG_VAULT_AZURE_* settings and AZURE_CLIENT_SECRET, on both workers", function()
+      kr.on_both_workers(function() return kr.proxy("GET", "/az") end, function(status, json)
+        assert.equals(200, status)
+        assert.equals(S.v3, json.config.secret)
+      end)
+      assert.is_true((vh.hits(az)["azure-token"] or 0) >= 1)
+    end)
+
+    it("resolves through a named vault with a managed identity token", function()
+      assert.equals(S.plain, vh.probe("/az").config.other)
+      assert.is_true((vh.hits(az)["azure-msi"] or 0) >= 1)
+    end)
+
+    it("resolves #N to the N-th version by creation time, through the paged version list", function()
+      local list = vh.probe("/az").config.list
+      assert.same({ S.v1, S.v2, S.v3 }, list)
+      -- three versions at two per page: every #N lookup read two pages
+      assert.is_true(vh.hits(az)["azure-versions"] >= 6)
+    end)
+
+    it("gets a new token when the vault refuses the cached one", function()
+      assert.equals(200, (vh.http("PUT", az .. "/_admin/revoke", "")))
+      local before = vh.hits(az)["azure-token"] or 0
+      local value, err = vh.vault_get("/az", "{vault://azure/api-token?ttl=300}")
+      assert.is_nil(err)
+      assert.equals(S.plain, value)
+      assert.is_true(vh.hits(az)["azure-token"] > before)
+    end)
+  end)
+
+  describe("kong vault get", function()
+    it("prints a value through the node's azure settings and a version", function()
+      local ok, out, err = cli("azure/db-creds/password")
+      assert(ok, err)
+      assert.equals(S.v3, out)
+      ok, out, err = cli("{vault://azure/db-creds/password#2}")
+      assert(ok, err)
+      assert.equals(S.v2, out)
+    end)
+
+    it("prints a value through a named vault", function()
+      local ok, out, err = cli("{vault://az-msi/api-token}", {})
+      assert(ok, err)
+      assert.equals(S.plain, out)
+    end)
+
+    it("fails clearly without client_id and without any credentials", function()
+      -- az-msi's credentials_prefix is NOPE, its config has no client_id
+      local ok, out, err = cli("{vault://az-msi/api-token}", { NOPE_CLIENT_SECRET = "x" })
+      assert.is_false(ok)
+      assert.equals("", out)
+      assert.matches("azure: NOPE_CLIENT_SECRET is set but client_id or tenant_id is missing", err, 1, true)
+      -- no secret: the managed identity endpoint, down here
+      ok, out, err = cli("azure/api-token", { KONG_VAULT_AZURE_IDENTITY_ENDPOINT = "http://127.0.0.1:" .. DOWN_PORT })
+      assert.is_false(ok)
+      assert.matches("azure: managed identity token request failed: connection refused", err, 1, true)
+    end)
+  end)
+
+  describe("errors", function()
+    local function get_err(reference)
+      local value, err = vh.vault_get("/az", reference)
+      assert.is_nil(value)
+      return err
+    end
+
+    it("a missing secret, version and key", function()
+      assert.matches("azure: nope not found", get_err("{vault://azure/nope}"), 1, true)
+      assert.matches("azure: nope not found", get_err("{vault://azure/nope#1}"), 1, true)
+      assert.matches("azure: db-creds#4 not found (3 versions)", get_err("{vault://azure/db-creds/password#4}"), 1, true)
+      assert.matches("subfield nokey not found in JSON secret", get_err("{vault://azure/db-creds/nokey}"), 1, true)
+    end)
+
+    it("a name Key Vault cannot hold", function()
+      assert.matches("azure: invalid secret name", get_err("{vault://azure/db_creds}"), 1, true)
+      assert.matches("azure: invalid secret name", get_err("{vault://azure/app/db/}"), 1, true)
+    end)
+
+    it("wrong credentials (the secret of credentials_prefix KONGAZ)", function()
+      assert.matches("azure: client credentials token request answered 401 (invalid_client)",
+                     get_err("{vault://az-wrongsecret/api-token}"), 1, true)
+      assert.is_true((vh.hits(az)["azure-token-denied"] or 0) >= 1)
+    end)
+
+    it("a version list linking to another host: the token is not sent there", function()
+      assert.matches("azure: the version list of db-creds links to another host",
+                     get_err("{vault://az-foreign/db-creds/password#1}"), 1, true)
+      -- the current version needs no list
+      assert.equals(S.plain, (vh.vault_get("/az", "{vault://az-foreign/api-token}")))
+    end)
+
+    it("a server that is down", function()
+      assert.matches("azure: reading api-token failed: connection refused",
+                     get_err("{vault://az-down/api-token}"), 1, true)
+    end)
+
+    it("bad configs through /vaults", function()
+      local status, _, json = kr.admin("POST", "/vaults", { prefix = "az-bad", name = "azure",
+                                                            config = { type = "keys", vault_uri = "x" } })
+      assert.equals(400, status)
+      assert.matches("expected one of: secrets", json.fields.config.type, 1, true)
+      assert.is_string(json.fields.config.vault_uri)
+    end)
+
+    it("writes no secret to the error log", function()
+      vh.assert_no_secret_in_log({ S.v1, S.v2, S.v3, S.plain, CLIENT_SECRET, S.wrong })
+    end)
+  end)
+end)
