@@ -375,3 +375,15 @@ pub fn open_recovery_row(row: &[u8], private: &PrivateKey) -> Result<KeyBytes> {
     };
     KeyBytes::from_slice(&key)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::unescape_slashes;
+
+    #[test]
+    fn slash_escapes_inside_strings_are_removed_in_place() {
+        let mut json = br#"{"k\/":"a\/b\\\/c\"d","n":1} \/"#.to_vec();
+        let n = unescape_slashes(&mut json);
+        assert_eq!(&json[..n], br#"{"k/":"a/b\\/c\"d","n":1} \/"#);
+    }
+}

@@ -129,6 +129,7 @@ static RELOCK_LEN: AtomicUsize = AtomicUsize::new(0);
 
 extern "C" fn after_fork_in_child() {
     FORK_EPOCH.fetch_add(1, Ordering::Relaxed);
+    crate::secure_mem::relock_all();
     let (addr, len) = (RELOCK_ADDR.load(Ordering::Relaxed), RELOCK_LEN.load(Ordering::Relaxed));
     if addr != 0 {
         // SAFETY: the registered region is the process-wide one, never unmapped

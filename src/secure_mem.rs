@@ -27,13 +27,57 @@
 use core::marker::PhantomData;
 use core::ops::{Deref, DerefMut};
 use core::ptr::NonNull;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use zeroize::Zeroize;
 
 use crate::error::{Error, Result};
 
 static LOCK_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// Live mappings (start, length), so a forked child can lock what it
+/// inherited (`relock_all`): nginx daemonizes after `init_by_lua`, and a
+/// cache the master built there would otherwise be unlocked in the real
+/// master. Fixed size and lock-free: the fork handler may not allocate or
+/// take locks. A mapping that finds no free entry is simply not relocked.
+const REGISTRY: usize = 64;
+static LIVE_ADDR: [AtomicUsize; REGISTRY] = [const { AtomicUsize::new(0) }; REGISTRY];
+static LIVE_LEN: [AtomicUsize; REGISTRY] = [const { AtomicUsize::new(0) }; REGISTRY];
+
+fn register(addr: usize, len: usize) {
+    for (a, l) in LIVE_ADDR.iter().zip(LIVE_LEN.iter()) {
+        if a.load(Ordering::Relaxed) == 0 {
+            l.store(len, Ordering::Relaxed);
+            if a.compare_exchange(0, addr, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+                return;
+            }
+        }
+    }
+}
+
+fn unregister(addr: usize) {
+    for a in &LIVE_ADDR {
+        if a.compare_exchange(addr, 0, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
+            return;
+        }
+    }
+}
+
+/// Locks again every live mapping; called in a forked child (the fork
+/// handler in `region.rs`), where locks inherited from the parent are gone.
+pub(crate) fn relock_all() {
+    for (a, l) in LIVE_ADDR.iter().zip(LIVE_LEN.iter()) {
+        let addr = a.load(Ordering::Acquire);
+        if addr != 0 {
+            // SAFETY: a registered mapping is live until `Pages::drop`
+            // unregisters it before unmapping; a child has one thread, so it
+            // cannot be unmapped meanwhile. mlock is a plain system call.
+            unsafe {
+                libc::mlock(addr as *const libc::c_void, l.load(Ordering::Relaxed));
+            }
+        }
+    }
+}
 
 /// Mappings of this process that `mlock` refused (RLIMIT_MEMLOCK too small):
 /// they are still excluded from core dumps and wiped, but may be swapped out.
@@ -106,6 +150,7 @@ impl Pages {
         if !pages.locked {
             LOCK_FAILURES.fetch_add(1, Ordering::Relaxed);
         }
+        register(addr as usize, len);
         Ok(pages)
     }
 
@@ -149,6 +194,7 @@ impl Pages {
 impl Drop for Pages {
     fn drop(&mut self) {
         self.wipe();
+        unregister(self.address());
         // SAFETY: unmapping our own mapping; nothing refers to it after `self`.
         unsafe {
             libc::munmap(self.ptr.as_ptr().cast(), self.len);
