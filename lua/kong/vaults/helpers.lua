@@ -127,6 +127,14 @@ function _M.request(url, opts)
 end
 
 
+--- Whether `value` is a field the keyring stored encrypted and nobody
+-- decrypted (docs/formats.md: `$ke$<version>$-<id>-...`), as `kong vault
+-- get` sees the secret fields of a named vault: no use sending it anywhere.
+function _M.still_encrypted(value)
+  return type(value) == "string" and find(value, "^%$ke%$%d+%$%-") ~= nil
+end
+
+
 --- The JSON body of a response as a table, or nil.
 function _M.json(res)
   local t = res and res.body and cjson.decode(res.body)

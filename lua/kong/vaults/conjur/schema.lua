@@ -1,1 +1,27 @@
-return { name = "conjur", fields = { { config = { type = "record", fields = {} } } } }
+-- Config of the `conjur` vault (CyberArk Conjur / Secrets Manager v5 REST
+-- API), with the field names of Kong Enterprise's conjur vault
+-- (`endpoint_url`, `auth_method`, `account`, `login`, `api_key`), so
+-- existing `vaults` entities and KONG_VAULT_CONJUR_<FIELD> settings carry
+-- over. Plain data (no typedefs): kong.vaults.conjur reads its defaults
+-- outside Kong too.
+
+-- each field gets its own table (Kong's schema code annotates fields)
+local function ttl()
+  return { type = "number", between = { 0, 100000000 } }
+end
+
+return {
+  name = "conjur",
+  fields = {
+    { config = { type = "record", fields = {
+      { endpoint_url = { type = "string", match = [[^https?://[^?#]+$]] } },
+      { auth_method = { type = "string", one_of = { "api_key" }, default = "api_key" } },
+      { account = { type = "string" } },
+      { login = { type = "string" } },
+      { api_key = { type = "string", referenceable = true, encrypted = true } },
+      { ttl = ttl() },
+      { neg_ttl = ttl() },
+      { resurrect_ttl = ttl() },
+    } } },
+  },
+}

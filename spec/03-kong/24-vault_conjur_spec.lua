@@ -1,0 +1,203 @@
+-- The `conjur` vault strategy in real Kong (2 workers) against the local
+-- Conjur stand-in of spec/fixtures/standins/standin.py (no real Conjur runs
+-- here): authn with the API key (base64 access token), then
+-- GET /secrets/<account>/variable/<id>[?version=N], Conjur's error answers.
+-- Variable ids with '/', versions, JSON keys, tokens renewed when refused,
+-- the api_key encrypted at rest and given as an env reference, `kong vault
+-- get`, named vaults through /vaults, wrong credentials, a server that is
+-- down, not found.
+
+local helpers = require "spec.helpers"
+local kr = require "keyring_helpers"
+local vh = require "fixtures.standins.helpers"
+local cjson = require "cjson"
+
+
+local CONJUR_PORT = 18260
+local DOWN_PORT = 18269        -- nothing listens there
+
+local ACCOUNT = "acme"
+local LOGIN = "host/kong/gateway"
+
+local S = vh.remember_secrets({
+  api_key = "3x1q7w8v2k0conjurapikey5s9d",
+  v1 = "cj-pw-one-48ad",
+  v2 = "cj-pw-two-b1c7",
+  nested = "cj-nested-secret-90fe",
+})
+
+local fmt = string.format
+
+
+describe("vault conjur (stand-in) [#postgres]", function()
+  local conjur
+
+  local function cli(reference, vars)
+    local out = {}
+    for k, v in pairs(vars or {}) do
+      out[#out + 1] = k .. "=" .. kr.project.shell_quote(v)
+    end
+    return vh.kong_vault_get(reference, table.concat(out, " ") .. " ")
+  end
+
+  lazy_setup(function()
+    conjur = vh.start_standin("conjur", CONJUR_PORT, { account = ACCOUNT, conjur_login = LOGIN,
+                                                       conjur_api_key = S.api_key })
+    vh.standin_secret(conjur, "db-creds", cjson.encode({ user = "app", password = S.v1 }))
+    vh.standin_secret(conjur, "db-creds", cjson.encode({ user = "app", password = S.v2 }))
+    vh.standin_secret(conjur, "BotApp/secretVar", S.nested)
+
+    helpers.setenv("KK_CONJUR_API_KEY", S.api_key)
+    vh.db()
+    assert(helpers.start_kong(vh.kong_env {
+      vault_conjur_endpoint_url = conjur,
+      vault_conjur_account = ACCOUNT,
+      vault_conjur_login = LOGIN,
+      vault_conjur_api_key = S.api_key,
+    }))
+    helpers.unsetenv("KK_CONJUR_API_KEY")
+    -- the keyring encrypts the api_key of vaults rows with the node's key
+    kr.wait_active_key()
+
+    for prefix, config in pairs({
+      ["my-conjur"] = { api_key = S.api_key },
+      ["cj-envref"] = { api_key = "{vault://env/kk-conjur-api-key}" },
+      ["cj-wrongkey"] = { api_key = "not-the-api-key" },
+      ["cj-otheraccount"] = { api_key = S.api_key, account = "other" },
+      ["cj-down"] = { api_key = S.api_key, endpoint_url = "http://127.0.0.1:" .. DOWN_PORT },
+    }) do
+      config.endpoint_url = config.endpoint_url or conjur
+      config.account = config.account or ACCOUNT
+      config.login = LOGIN
+      local status, body = kr.admin("PUT", "/vaults/" .. prefix, { name = "conjur", config = config })
+      assert(status == 200, prefix .. ": " .. tostring(body))
+    end
+
+    vh.probe_route("/cj", {
+      secret = "{vault://conjur/db-creds/password}",
+      other = "{vault://my-conjur/BotApp/secretVar/}",
+      list = { "{vault://conjur/db-creds/password#1}", "{vault://my-conjur/BotApp%2FsecretVar}",
+               "{vault://cj-envref/db-creds/password}" },
+    })
+  end)
+
+  lazy_teardown(function()
+    kr.stop_kong()
+    vh.stop_servers()
+  end)
+
+  describe("a plugin field", function()
+    it("resolves a JSON key through the KONG_VAULT_CONJUR_* settings, on both workers", function()
+      kr.on_both_workers(function() return kr.proxy("GET", "/cj") end, function(status, json)
+        assert.equals(200, status)
+        assert.equals(S.v2, json.config.secret)
+      end)
+    end)
+
+    it("resolves a variable id with '/' (trailing slash or %2F) through a named vault", function()
+      local json = vh.probe("/cj")
+      assert.equals(S.nested, json.config.other)
+      assert.equals(S.nested, json.config.list[2])
+    end)
+
+    it("resolves #1 to the first version", function()
+      assert.equals(S.v1, vh.probe("/cj").config.list[1])
+    end)
+
+    it("takes the api_key from an env reference in the vault's config", function()
+      assert.equals(S.v2, vh.probe("/cj").config.list[3])
+    end)
+
+    it("stores the api_key of a named vault encrypted", function()
+      local out = kr.psql("SELECT config->>'api_key' FROM sm_vaults WHERE prefix = 'my-conjur'")
+      assert.is_nil(out:find(S.api_key, 1, true))
+      assert.matches("$ke$", out, 1, true)
+    end)
+
+    it("keeps the access token and authenticates again when it is refused", function()
+      local before = vh.hits(conjur)["conjur-authn"] or 0
+      for i = 1, 4 do
+        assert.equals(S.nested, (vh.vault_get("/cj", fmt("{vault://conjur/BotApp/secretVar/?ttl=%d}", 100 + i))))
+      end
+      assert.is_true((vh.hits(conjur)["conjur-authn"] or 0) - before <= 2)
+      assert.equals(200, (vh.http("PUT", conjur .. "/_admin/revoke", "")))
+      before = vh.hits(conjur)["conjur-authn"] or 0
+      local value, err = vh.vault_get("/cj", "{vault://conjur/BotApp/secretVar/?ttl=300}")
+      assert.is_nil(err)
+      assert.equals(S.nested, value)
+      assert.is_true(vh.hits(conjur)["conjur-authn"] > before)
+    end)
+  end)
+
+  describe("kong vault get", function()
+    it("prints a value through the node's conjur settings and a version", function()
+      local ok, out, err = cli("conjur/db-creds/password")
+      assert(ok, err)
+      assert.equals(S.v2, out)
+      ok, out, err = cli("{vault://conjur/db-creds/password#1}")
+      assert(ok, err)
+      assert.equals(S.v1, out)
+    end)
+
+    it("cannot use a named vault's stored api_key: the CLI holds no keyring key (docs/vaults.md)", function()
+      -- the node resolves it (above); the CLI says why it cannot
+      local before = vh.hits(conjur)["conjur-authn-denied"] or 0
+      local ok, out, err = cli("{vault://my-conjur/BotApp/secretVar/}")
+      assert.is_false(ok)
+      assert.equals("", out)
+      assert.matches("conjur: api_key is encrypted by the keyring and cannot be decrypted here", err, 1, true)
+      assert.equals(before, vh.hits(conjur)["conjur-authn-denied"] or 0)
+    end)
+
+    it("fails clearly with a wrong api key", function()
+      local ok, out, err = cli("conjur/db-creds/password", { KONG_VAULT_CONJUR_API_KEY = "wrong" })
+      assert.is_false(ok)
+      assert.equals("", out)
+      assert.matches("conjur: authentication of host/kong/gateway answered 401", err, 1, true)
+    end)
+  end)
+
+  describe("errors", function()
+    local function get_err(reference)
+      local value, err = vh.vault_get("/cj", reference)
+      assert.is_nil(value)
+      return err
+    end
+
+    it("a missing variable, version and key", function()
+      assert.matches("conjur: nope not found", get_err("{vault://conjur/nope}"), 1, true)
+      assert.matches("conjur: db-creds#9 not found", get_err("{vault://conjur/db-creds/password#9}"), 1, true)
+      assert.matches("subfield nokey not found in JSON secret", get_err("{vault://conjur/db-creds/nokey}"), 1, true)
+    end)
+
+    it("'..' in a variable id", function()
+      assert.matches("conjur: resource has an empty, '.' or '..' segment",
+                     get_err("{vault://conjur/BotApp/../db-creds/}"), 1, true)
+    end)
+
+    it("wrong credentials: a wrong api key and another account", function()
+      assert.matches("conjur: authentication of host/kong/gateway answered 401",
+                     get_err("{vault://cj-wrongkey/db-creds/password}"), 1, true)
+      assert.matches("conjur: authentication of host/kong/gateway answered 401",
+                     get_err("{vault://cj-otheraccount/db-creds/password}"), 1, true)
+      assert.is_true((vh.hits(conjur)["conjur-authn-denied"] or 0) >= 2)
+    end)
+
+    it("a server that is down", function()
+      assert.matches("conjur: authentication failed: connection refused",
+                     get_err("{vault://cj-down/db-creds/password}"), 1, true)
+    end)
+
+    it("bad configs through /vaults", function()
+      local status, _, json = kr.admin("POST", "/vaults", { prefix = "cj-bad", name = "conjur",
+                                                            config = { auth_method = "jwt", endpoint_url = "conjur" } })
+      assert.equals(400, status)
+      assert.matches("expected one of: api_key", json.fields.config.auth_method, 1, true)
+      assert.is_string(json.fields.config.endpoint_url)
+    end)
+
+    it("writes no secret to the error log", function()
+      vh.assert_no_secret_in_log({ S.api_key, S.v1, S.v2, S.nested })
+    end)
+  end)
+end)
