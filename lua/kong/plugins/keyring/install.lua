@@ -9,6 +9,7 @@
 local keyring = require "kong.keyring"
 local config = require "kong.keyring.config"
 local cluster = require "kong.keyring.strategies.cluster"
+local vault = require "kong.keyring.strategies.vault"
 local nodes = require "kong.keyring.strategies.cluster.nodes"
 local fields = require "kong.plugins.keyring.fields"
 local transform = require "kong.plugins.keyring.transform"
@@ -396,21 +397,21 @@ function _M.at_load()
           .. "decrypted, in clustering_sync_delta; turn cluster_incremental_sync off", 0)
   end
 
-  if conf.keyring_strategy ~= "cluster" then
-    error("keyring_strategy (KONG_KEYRING_STRATEGY): '" .. conf.keyring_strategy
-          .. "' is not available in this version of kong-keyring, only 'cluster' is", 0)
-  end
-
   if ngx.IS_CLI then
     -- `kong config db_import` / `db_export`: no key region here
     -- (docs/design.md, "Where there is no key region")
     transform.go_offline()
   else
     assert(keyring.init({ write_format = conf.keyring_write_format, accept_legacy = conf.keyring_accept_legacy }))
-    -- before the workers fork: every worker can open keys sent to this node
-    assert(nodes.make_pair())
     transform.accept_unmarked(conf.keyring_accept_legacy)
-    state.strategy = cluster.new(conf, kong.db, _M.keys_arrived)
+    if conf.keyring_strategy == "vault" then
+      -- keys read from Vault (docs/design.md, "Vault strategy")
+      state.strategy = vault.new(conf, _M.keys_arrived)
+    else
+      -- before the workers fork: every worker can open keys sent to this node
+      assert(nodes.make_pair())
+      state.strategy = cluster.new(conf, kong.db, _M.keys_arrived)
+    end
     transform.set_cluster_lookup(function(id)
       return (state.strategy:lists(id))
     end)
