@@ -18,3 +18,4 @@ echo
 bench/kong.sh
 echo
 bench/cluster.sh
+echo; bench/vaults.sh
