@@ -20,6 +20,9 @@ PORT=${MOTO_PORT:-18250}
 DIR=${MOTO_DIR:-$ROOT/.tmp/moto-$PORT}
 PIDFILE=$DIR/moto.pid
 
+# shellcheck source=lib/daemon.sh
+. "$ROOT/scripts/lib/daemon.sh"
+
 die() { echo "scripts/moto.sh: $*" >&2; exit 1; }
 
 venv() {
@@ -29,54 +32,18 @@ venv() {
   fi
 }
 
-live_pid() {
-  [ -f "$PIDFILE" ] || return 1
-  local pid stat
-  pid=$(cat "$PIDFILE")
-  stat=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
-  [ -n "$stat" ] && [[ "$stat" != Z* ]] && echo "$pid"
+run_moto() {
+  exec "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT"
 }
 
 start() {
-  if live_pid >/dev/null; then
-    echo "moto already running on 127.0.0.1:$PORT (pid $(live_pid))"
-    return 0
-  fi
-  venv
-  mkdir -p "$DIR"
-  "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$DIR/moto.log" 2>&1 &
-  echo $! >"$PIDFILE"
-  local i
-  for i in $(seq 1 150); do
-    if curl -sf "http://127.0.0.1:$PORT/moto-api/" >/dev/null 2>&1; then
-      echo "moto running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"
-      return 0
-    fi
-    live_pid >/dev/null || break
-    sleep 0.1
-  done
-  tail -n 20 "$DIR/moto.log" >&2
-  stop
-  die "moto did not start (log: $DIR/moto.log)"
-}
-
-stop() {
-  local pid i
-  if pid=$(live_pid); then
-    kill "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-      live_pid >/dev/null || break
-      sleep 0.1
-    done
-    live_pid >/dev/null && kill -9 "$pid" 2>/dev/null
-  fi
-  rm -f "$PIDFILE"
-  return 0
+  live_pid >/dev/null || venv
+  daemon_start moto "$DIR/moto.log" "http://127.0.0.1:$PORT/moto-api/" 150 run_moto
 }
 
 case "${1:-}" in
   start) start ;;
-  stop) stop ;;
+  stop) daemon_stop ;;
   status) live_pid >/dev/null || exit 3 ;;
   python) venv; echo "$VENV/bin/python" ;;
   venv) venv ;;

