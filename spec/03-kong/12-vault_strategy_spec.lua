@@ -311,6 +311,10 @@ listener "tcp" {
   it("a token allowed only read and list works; one without the policy gets a 500 naming the 403", function()
     local status, body = sync(A, read_token)
     assert.equals(204, status, body)
+    -- never in the URL (nginx would write it into every log line of the request)
+    status, body = admin("POST", "/keyring/vault/sync?token=" .. read_token, nil, nil, A.admin)
+    assert.equals(400, status, body)
+    assert.matches("must be sent in the request body", body, 1, true)
     local err = assert_sync_fails(A, no_policy_token, { "403", "/v1/secret/metadata/kong/keyring",
                                                         "does not allow read and list", ": permission denied" })
     assert.not_matches("\n", err)

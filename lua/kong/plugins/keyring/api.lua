@@ -337,9 +337,13 @@ return {
   },
 
   -- Vault strategy (docs/admin-api.md, "POST /keyring/vault/sync"): the
-  -- token is optional and never logged, stored or broadcast
+  -- token is optional and never logged, stored or broadcast; in the URL it
+  -- would be in every log line nginx writes for the request
   ["/keyring/vault/sync"] = {
     POST = endpoint({ strategy = "vault", params = { "token" } }, function(params)
+      if ngx.req.get_uri_args(0).token ~= nil then
+        return fail(400, "'token' must be sent in the request body, not in the URL")
+      end
       local ok, err = state.strategy:sync(params.token)
       if not ok then
         return fail(500, err)
