@@ -249,7 +249,7 @@ describe("Plugin: keyring (consistency) [#" .. strategy .. "]", function()
       ]])
       assert(helpers.restart_kong(env))
       helpers.wait_until(function()
-        return #kr.log_lines("bootstrap failed, retrying in") > 0
+        return #kr.log_lines("start-up failed, retrying in") > 0
       end, 15)
       assert.equals("0", psql("SELECT count(*) FROM keyring_meta"))
       psql("DROP TRIGGER kk_refuse ON keyring_meta; DROP FUNCTION kk_refuse()")
