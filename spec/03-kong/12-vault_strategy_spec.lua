@@ -499,6 +499,13 @@ listener "tcp" {
     helpers.wait_until(has_keys(C, { "k1", "k2", "k3" }, "k3"), 5, 0.05)
     assert.equals(204, (sync(C)))
 
+    -- the host name is checked too: the certificate names 127.0.0.1, not localhost
+    start_node(C, { keyring_vault_host = "https://localhost:" .. TLS_PORT, keyring_vault_token = "root",
+                    lua_ssl_trusted_certificate = ca })
+    assert_sync_fails(C, nil, { "Vault at https://localhost:" .. TLS_PORT .. " is unreachable",
+                                "could not be verified against lua_ssl_trusted_certificate" })
+    assert.same({}, ring(C).ids)
+
     start_node(C, { keyring_vault_host = "https://127.0.0.1:" .. TLS_PORT, keyring_vault_token = "root",
                     lua_ssl_trusted_certificate = dir .. "/other-ca.crt" })
     assert_sync_fails(C, nil, { "Vault at https://127.0.0.1:" .. TLS_PORT .. " is unreachable",
