@@ -70,6 +70,10 @@ struct Cache {
     epoch: u64,
     /// The expanded keys, in one locked mapping sized for the ring.
     keys: LockedVec<CachedKey>,
+    /// The previous `keys`' mapping, wiped, reused by the next rebuild; and
+    /// the last snapshot's, likewise: a rebuild maps nothing new.
+    spare_keys: LockedVec<CachedKey>,
+    spare_views: LockedVec<crate::region::SlotView>,
     active: Option<usize>,
     /// Raw `nonce || ciphertext || tag` of the value being processed. Between
     /// calls it holds only public bytes.
@@ -183,26 +187,34 @@ impl Keyring {
             *cache = Cache::default();
         }
         let snapshot = loop {
-            match self.region.snapshot()? {
+            match self.region.snapshot_reusing(core::mem::take(&mut cache.spare_views))? {
                 Some(s) => break s,
                 // A writer is mid-change: keep the copy we have, if it is ours.
                 None if cache.instance == instance && cache.epoch == epoch => return Ok(()),
                 None => std::thread::yield_now(),
             }
         };
-        let mut keys = LockedVec::with_capacity(snapshot.keys().len())?;
+        let n = snapshot.keys().len();
+        let mut keys = if cache.spare_keys.capacity() >= n {
+            core::mem::take(&mut cache.spare_keys)
+        } else {
+            LockedVec::with_capacity(n)?
+        };
         for view in snapshot.keys() {
             let cached = CachedKey { slot: view.slot, id: view.id.clone(), field: FieldKey::new(&view.key)? };
             if keys.push(cached).is_err() {
                 return Err(Error::Os("cache", "more keys than the snapshot".into()));
             }
         }
-        // The previous keys are wiped and unmapped here.
-        cache.keys = keys;
+        // The previous keys are dropped and their memory wiped, kept for next time.
+        let mut old = core::mem::replace(&mut cache.keys, keys);
+        old.clear();
+        cache.spare_keys = old;
         cache.active = snapshot.active;
         cache.generation = snapshot.generation;
         cache.instance = instance;
         cache.epoch = epoch;
+        cache.spare_views = snapshot.into_spare();
         Ok(())
     }
 

@@ -101,6 +101,12 @@ impl Snapshot {
     pub fn keys(&self) -> &[SlotView] {
         &self.keys
     }
+
+    /// Its memory, wiped, for the next `snapshot_reusing`.
+    pub fn into_spare(mut self) -> LockedVec<SlotView> {
+        self.keys.clear();
+        self.keys
+    }
 }
 
 /// The shared mapping. Cloning is not offered: one per process, or per test.
@@ -357,6 +363,12 @@ impl Region {
     /// A consistent copy of every live slot, without locking. `Ok(None)` when a
     /// live writer is mid-change: the caller may keep its previous copy.
     pub fn snapshot(&self) -> Result<Option<Snapshot>> {
+        self.snapshot_reusing(LockedVec::new())
+    }
+
+    /// `snapshot`, written into `spare` (an empty vector from
+    /// `Snapshot::into_spare`) when it has room: no new mapping per read.
+    pub fn snapshot_reusing(&self, mut spare: LockedVec<SlotView>) -> Result<Option<Snapshot>> {
         let h = self.header();
         let mut torn = false;
         loop {
@@ -372,7 +384,12 @@ impl Region {
             // Sized once, in locked memory: never a reallocation that leaves
             // key bytes behind. After a torn read, room for every slot.
             let alive = slots.iter().filter(|s| s.state.load(Ordering::Relaxed) == ALIVE).count();
-            let mut keys = LockedVec::with_capacity(if torn { SLOTS } else { alive })?;
+            let room = if torn { SLOTS } else { alive };
+            let mut keys = if spare.capacity() >= room && spare.is_empty() {
+                core::mem::take(&mut spare)
+            } else {
+                LockedVec::with_capacity(room)?
+            };
             let mut active_index = None;
             let mut overflow = false;
             for (i, slot) in slots.iter().enumerate() {
@@ -393,6 +410,8 @@ impl Region {
             if h.generation.load(Ordering::Relaxed) == g1 && !overflow {
                 return Ok(Some(Snapshot { generation: g1, active: active_index, keys }));
             }
+            keys.clear();
+            spare = keys;
             torn = true;
         }
     }

@@ -231,7 +231,8 @@ impl<T> LockedVec<T> {
         LockedVec { pages: None, len: 0, cap: 0, _owns: PhantomData }
     }
 
-    /// An empty vector with room for exactly `cap` elements (no mapping when 0).
+    /// An empty vector with room for at least `cap` elements (whole pages; no
+    /// mapping when 0).
     pub fn with_capacity(cap: usize) -> Result<Self> {
         let size = core::mem::size_of::<T>();
         if cap == 0 || size == 0 {
@@ -242,6 +243,8 @@ impl<T> LockedVec<T> {
         }
         let bytes = cap.checked_mul(size).ok_or_else(|| Error::Os("mmap", "size overflow".into()))?;
         let pages = Pages::map(bytes)?;
+        // Whole pages: use all the room they give.
+        let cap = pages.len() / size;
         Ok(LockedVec { pages: Some(pages), len: 0, cap, _owns: PhantomData })
     }
 
@@ -590,10 +593,13 @@ mod tests {
     fn a_vector_never_reallocates_and_refuses_a_push_beyond_capacity() {
         let mut v = LockedVec::with_capacity(2).unwrap();
         let at = v.pages().unwrap().address();
-        v.push(1u32).unwrap();
-        v.push(2).unwrap();
-        assert_eq!(v.push(3), Err(3));
-        assert_eq!(&v[..], &[1, 2]);
+        let cap = v.capacity();
+        assert_eq!(cap, 4096 / 4, "the whole page");
+        for i in 0..cap as u32 {
+            v.push(i).unwrap();
+        }
+        assert_eq!(v.push(7), Err(7));
+        assert_eq!(&v[..2], &[0, 1]);
         assert_eq!(v.pages().unwrap().address(), at);
         let empty: LockedVec<u32> = LockedVec::with_capacity(0).unwrap();
         assert!(empty.pages().is_none() && empty.is_empty());
