@@ -1435,26 +1435,6 @@ describe("Plugin: keyring Admin API [#" .. strategy .. "]", function()
   end)
 
 
-  describe("under the vault strategy", function()
-    it("start-up stops, naming the option: the strategy is not in this version", function()
-      local env, port = other_node_env("vault", 4, {
-        keyring_strategy = "vault",
-        keyring_vault_host = "http://127.0.0.1:" .. (kr.port_base + 9),
-        keyring_vault_mount = "secret",
-        keyring_vault_path = "kong/keyring",
-      })
-      finally(function()
-        kr.stop_kong(env.prefix)
-      end)
-      local ok, err = start(env)
-      assert.falsy(ok)
-      assert.matches("keyring_strategy (KONG_KEYRING_STRATEGY): 'vault' is not available", tostring(err), 1, true)
-      -- nothing listens on the node's Admin port
-      assert.is_false((pcall(admin, "GET", "/keyring", nil, nil, port)))
-    end)
-  end)
-
-
   describe("with the keyring disabled", function()
     local env, port
 
