@@ -6,7 +6,7 @@ set -euo pipefail
 
 PKGS=(luajit2 libluajit2-5.1-dev lua-busted luarocks nginx libnginx-mod-http-ndk
       libnginx-mod-http-lua lua-resty-core lua-resty-lrucache lua-cjson lua-sql-postgres
-      lua-luaossl postgresql-15 postgresql-client-15 pkg-config curl openssl procps wrk)
+      lua-luaossl postgresql-15 postgresql-client-15 pkg-config curl openssl procps wrk gdb)
 
 missing=()
 for p in "${PKGS[@]}"; do
