@@ -29,22 +29,13 @@ local S = vh.remember_secrets({
   wrong = "az-wrong-client-secret-1f2a",
 })
 
-local fmt = string.format
 
 
 describe("vault azure (stand-in) [#postgres]", function()
   local az, foreign
 
-  local function cli_env(vars)
-    local out = {}
-    for k, v in pairs(vars) do
-      out[#out + 1] = k .. "=" .. kr.project.shell_quote(v)
-    end
-    return table.concat(out, " ") .. " "
-  end
-
   local function cli(reference, vars)
-    return vh.kong_vault_get(reference, cli_env(vars or { AZURE_CLIENT_SECRET = CLIENT_SECRET }))
+    return vh.kong_vault_get(reference, vh.cli_env(vars))
   end
 
   lazy_setup(function()
@@ -72,7 +63,7 @@ describe("vault azure (stand-in) [#postgres]", function()
     helpers.unsetenv("AZURE_CLIENT_SECRET")
     helpers.unsetenv("KONGAZ_CLIENT_SECRET")
 
-    for prefix, config in pairs({
+    vh.put_vaults("azure", {
       -- its own prefix for the credentials: no NOPE_CLIENT_SECRET, so the
       -- managed identity
       ["az-msi"] = { vault_uri = az, credentials_prefix = "NOPE", identity_endpoint = az },
@@ -81,10 +72,7 @@ describe("vault azure (stand-in) [#postgres]", function()
       ["az-foreign"] = { vault_uri = foreign, tenant_id = TENANT, client_id = CLIENT_ID, authority_host = foreign },
       ["az-down"] = { vault_uri = "http://127.0.0.1:" .. DOWN_PORT, tenant_id = TENANT, client_id = CLIENT_ID,
                       authority_host = az },
-    }) do
-      local status, body = kr.admin("PUT", "/vaults/" .. prefix, { name = "azure", config = config })
-      assert(status == 200, prefix .. ": " .. tostring(body))
-    end
+    })
 
     vh.probe_route("/az", {
       secret = "{vault://azure/db-creds/password}",
@@ -120,30 +108,18 @@ describe("vault azure (stand-in) [#postgres]", function()
       assert.is_true(vh.hits(az)["azure-versions"] >= 6)
     end)
 
-    it("gets a new token when the vault refuses the cached one", function()
-      assert.equals(200, (vh.http("PUT", az .. "/_admin/revoke", "")))
-      local before = vh.hits(az)["azure-token"] or 0
-      local value, err = vh.vault_get("/az", "{vault://azure/api-token?ttl=300}")
-      assert.is_nil(err)
-      assert.equals(S.plain, value)
-      assert.is_true(vh.hits(az)["azure-token"] > before)
+    it("keeps the access token per worker and gets a new one when the vault refuses it", function()
+      vh.assert_token_kept_and_renewed("/az", az, "azure-token", "{vault://azure/api-token?ttl=%d}", S.plain)
     end)
   end)
 
   describe("kong vault get", function()
-    it("prints a value through the node's azure settings and a version", function()
-      local ok, out, err = cli("azure/db-creds/password")
-      assert(ok, err)
-      assert.equals(S.v3, out)
-      ok, out, err = cli("{vault://azure/db-creds/password#2}")
-      assert(ok, err)
-      assert.equals(S.v2, out)
-    end)
-
-    it("prints a value through a named vault", function()
-      local ok, out, err = cli("{vault://az-msi/api-token}", {})
-      assert(ok, err)
-      assert.equals(S.plain, out)
+    it("prints a value through the node's azure settings, a version and a named vault", function()
+      vh.assert_cli_values({ AZURE_CLIENT_SECRET = CLIENT_SECRET }, {
+        { "azure/db-creds/password", S.v3 },
+        { "{vault://azure/db-creds/password#2}", S.v2 },
+      })
+      vh.assert_cli_values({}, { { "{vault://az-msi/api-token}", S.plain } })
     end)
 
     it("fails clearly without client_id and without any credentials", function()
@@ -160,22 +136,17 @@ describe("vault azure (stand-in) [#postgres]", function()
   end)
 
   describe("errors", function()
-    local function get_err(reference)
-      local value, err = vh.vault_get("/az", reference)
-      assert.is_nil(value)
-      return err
-    end
+    local get_err = vh.get_err("/az")
 
-    it("a missing secret, version and key", function()
-      assert.matches("azure: nope not found", get_err("{vault://azure/nope}"), 1, true)
-      assert.matches("azure: nope not found", get_err("{vault://azure/nope#1}"), 1, true)
-      assert.matches("azure: db-creds#4 not found (3 versions)", get_err("{vault://azure/db-creds/password#4}"), 1, true)
-      assert.matches("subfield nokey not found in JSON secret", get_err("{vault://azure/db-creds/nokey}"), 1, true)
-    end)
-
-    it("a name Key Vault cannot hold", function()
-      assert.matches("azure: invalid secret name", get_err("{vault://azure/db_creds}"), 1, true)
-      assert.matches("azure: invalid secret name", get_err("{vault://azure/app/db/}"), 1, true)
+    it("a missing secret, version and key, a name Key Vault cannot hold", function()
+      vh.assert_errors("/az", {
+        { "{vault://azure/nope}", "azure: nope not found" },
+        { "{vault://azure/nope#1}", "azure: nope not found" },
+        { "{vault://azure/db-creds/password#4}", "azure: db-creds#4 not found (3 versions)" },
+        { "{vault://azure/db-creds/nokey}", "subfield nokey not found in JSON secret" },
+        { "{vault://azure/db_creds}", "azure: invalid secret name" },
+        { "{vault://azure/app/db/}", "azure: invalid secret name" },
+      })
     end)
 
     it("wrong credentials (the secret of credentials_prefix KONGAZ)", function()

@@ -26,18 +26,13 @@ local S = vh.remember_secrets({
   nested = "cj-nested-secret-90fe",
 })
 
-local fmt = string.format
 
 
 describe("vault conjur (stand-in) [#postgres]", function()
   local conjur
 
   local function cli(reference, vars)
-    local out = {}
-    for k, v in pairs(vars or {}) do
-      out[#out + 1] = k .. "=" .. kr.project.shell_quote(v)
-    end
-    return vh.kong_vault_get(reference, table.concat(out, " ") .. " ")
+    return vh.kong_vault_get(reference, vh.cli_env(vars))
   end
 
   lazy_setup(function()
@@ -59,19 +54,13 @@ describe("vault conjur (stand-in) [#postgres]", function()
     -- the keyring encrypts the api_key of vaults rows with the node's key
     kr.wait_active_key()
 
-    for prefix, config in pairs({
+    vh.put_vaults("conjur", {
       ["my-conjur"] = { api_key = S.api_key },
       ["cj-envref"] = { api_key = "{vault://env/kk-conjur-api-key}" },
       ["cj-wrongkey"] = { api_key = "not-the-api-key" },
       ["cj-otheraccount"] = { api_key = S.api_key, account = "other" },
       ["cj-down"] = { api_key = S.api_key, endpoint_url = "http://127.0.0.1:" .. DOWN_PORT },
-    }) do
-      config.endpoint_url = config.endpoint_url or conjur
-      config.account = config.account or ACCOUNT
-      config.login = LOGIN
-      local status, body = kr.admin("PUT", "/vaults/" .. prefix, { name = "conjur", config = config })
-      assert(status == 200, prefix .. ": " .. tostring(body))
-    end
+    }, { endpoint_url = conjur, account = ACCOUNT, login = LOGIN })
 
     vh.probe_route("/cj", {
       secret = "{vault://conjur/db-creds/password}",
@@ -114,29 +103,19 @@ describe("vault conjur (stand-in) [#postgres]", function()
       assert.matches("$ke$", out, 1, true)
     end)
 
-    it("keeps the access token and authenticates again when it is refused", function()
-      local before = vh.hits(conjur)["conjur-authn"] or 0
-      for i = 1, 4 do
-        assert.equals(S.nested, (vh.vault_get("/cj", fmt("{vault://conjur/BotApp/secretVar/?ttl=%d}", 100 + i))))
-      end
-      assert.is_true((vh.hits(conjur)["conjur-authn"] or 0) - before <= 2)
-      assert.equals(200, (vh.http("PUT", conjur .. "/_admin/revoke", "")))
-      before = vh.hits(conjur)["conjur-authn"] or 0
-      local value, err = vh.vault_get("/cj", "{vault://conjur/BotApp/secretVar/?ttl=300}")
-      assert.is_nil(err)
-      assert.equals(S.nested, value)
-      assert.is_true(vh.hits(conjur)["conjur-authn"] > before)
+    it("keeps the access token per worker and authenticates again when it is refused", function()
+      vh.assert_token_kept_and_renewed("/cj", conjur, "conjur-authn", "{vault://conjur/BotApp/secretVar/?ttl=%d}",
+                                       S.nested)
     end)
   end)
 
   describe("kong vault get", function()
     it("prints a value through the node's conjur settings and a version", function()
-      local ok, out, err = cli("conjur/db-creds/password")
-      assert(ok, err)
-      assert.equals(S.v2, out)
-      ok, out, err = cli("{vault://conjur/db-creds/password#1}")
-      assert(ok, err)
-      assert.equals(S.v1, out)
+      vh.assert_cli_values({}, {
+        { "conjur/db-creds/password", S.v2 },
+        { "{vault://conjur/db-creds/password#1}", S.v1 },
+        { "{vault://conjur/BotApp/secretVar/}", S.nested },
+      })
     end)
 
     it("cannot use a named vault's stored api_key: the CLI holds no keyring key (docs/vaults.md)", function()
@@ -158,21 +137,15 @@ describe("vault conjur (stand-in) [#postgres]", function()
   end)
 
   describe("errors", function()
-    local function get_err(reference)
-      local value, err = vh.vault_get("/cj", reference)
-      assert.is_nil(value)
-      return err
-    end
+    local get_err = vh.get_err("/cj")
 
-    it("a missing variable, version and key", function()
-      assert.matches("conjur: nope not found", get_err("{vault://conjur/nope}"), 1, true)
-      assert.matches("conjur: db-creds#9 not found", get_err("{vault://conjur/db-creds/password#9}"), 1, true)
-      assert.matches("subfield nokey not found in JSON secret", get_err("{vault://conjur/db-creds/nokey}"), 1, true)
-    end)
-
-    it("'..' in a variable id", function()
-      assert.matches("conjur: resource has an empty, '.' or '..' segment",
-                     get_err("{vault://conjur/BotApp/../db-creds/}"), 1, true)
+    it("a missing variable, version and key, '..' in a variable id", function()
+      vh.assert_errors("/cj", {
+        { "{vault://conjur/nope}", "conjur: nope not found" },
+        { "{vault://conjur/db-creds/password#9}", "conjur: db-creds#9 not found" },
+        { "{vault://conjur/db-creds/nokey}", "subfield nokey not found in JSON secret" },
+        { "{vault://conjur/BotApp/../db-creds/}", "conjur: resource has an empty, '.' or '..' segment" },
+      })
     end)
 
     it("wrong credentials: a wrong api key and another account", function()

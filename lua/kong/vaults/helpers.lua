@@ -135,6 +135,18 @@ function _M.still_encrypted(value)
 end
 
 
+--- `request` that never raises: lua-resty-core's sslhandshake can raise an
+-- assertion instead of returning an error when a handshake fails after
+-- yielding (a certificate that does not verify); that becomes nil, err.
+function _M.send(url, opts)
+  local ok, res, err = pcall(_M.request, url, opts)
+  if not ok then
+    return nil, "request aborted (" .. tostring(res):gsub("^.*/", "") .. ")"
+  end
+  return res, err
+end
+
+
 --- The JSON body of a response as a table, or nil.
 function _M.json(res)
   local t = res and res.body and cjson.decode(res.body)
@@ -266,6 +278,103 @@ function _M.token_cache(size)
   end
 
   return cache
+end
+
+
+--- The token of `get_token()` (token, err, cache key in `tokens`) given to
+-- `call(token)` (a response, or nil and an error message); when the answer
+-- is `refused` (401) and the token came from the cache, it is dropped and
+-- the call made once more with a new one.
+function _M.with_token(tokens, get_token, call, refused)
+  local token, err, key = get_token()
+  if not token then
+    return nil, err
+  end
+  local res
+  res, err = call(token)
+  if res and res.status == (refused or 401) and key then
+    tokens.delete(key)
+    token, err = get_token()
+    if not token then
+      return nil, err
+    end
+    res, err = call(token)
+  end
+  return res, err
+end
+
+
+--- The token kept in `tokens` under `key`, else a token endpoint's answer
+-- (OAuth 2: `access_token`, `expires_in`), then kept: token, nil, key; or
+-- nil, err naming `what`. `opts` are request options, or a function giving
+-- them (or nil, err) when a request is needed.
+function _M.token_request(tokens, key, what, url, opts)
+  local token = tokens.get(key)
+  if token then
+    return token, nil, key
+  end
+  local res, err
+  if type(opts) == "function" then
+    opts, err = opts()
+    if not opts then
+      return nil, err
+    end
+  end
+  res, err = _M.send(url, opts)
+  if not res then
+    return nil, what .. " failed: " .. tostring(err)
+  end
+  local body = res.status == 200 and _M.json(res)
+  if not body or type(body.access_token) ~= "string" then
+    return nil, _M.status_error(what, res.status, res.body)
+  end
+  -- some endpoints (Azure IMDS) answer expires_in as a string
+  tokens.set(key, body.access_token, tonumber(body.expires_in))
+  return body.access_token, nil, key
+end
+
+
+--- A read's answer: `res` for a 200, else nil and "<resource>[#<version>]
+-- not found" (404) or the status and the backend's error code.
+function _M.read_answer(res, resource, version)
+  if res.status == 404 then
+    return nil, fmt("%s not found", version and (resource .. "#" .. version) or resource)
+  end
+  if res.status ~= 200 then
+    return nil, _M.status_error("reading " .. resource, res.status, res.body)
+  end
+  return res
+end
+
+
+--- `with_token`, then `read_answer` of the response.
+function _M.read_with_token(tokens, get_token, call, resource, version)
+  local res, err = _M.with_token(tokens, get_token, call)
+  if not res then
+    return nil, err
+  end
+  return _M.read_answer(res, resource, version)
+end
+
+
+--- The schema of a vault strategy: `fields` of its config, then Kong's
+-- `ttl`, `neg_ttl` and `resurrect_ttl` (seconds). Plain data.
+function _M.vault_schema(name, fields)
+  local all = {}
+  for i, f in ipairs(fields) do
+    all[i] = f
+  end
+  for _, ttl in ipairs({ "ttl", "neg_ttl", "resurrect_ttl" }) do
+    -- each field gets its own table (Kong's schema code annotates fields)
+    all[#all + 1] = { [ttl] = { type = "number", between = { 0, 100000000 } } }
+  end
+  return { name = name, fields = { { config = { type = "record", fields = all } } } }
+end
+
+
+--- A schema field for a base URL (scheme, host, port, nothing after).
+function _M.url_field()
+  return { type = "string", match = [[^https?://[^/?#]+/?$]] }
 end
 
 

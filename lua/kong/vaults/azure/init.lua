@@ -68,11 +68,7 @@ local function client_credentials_token(conf, client_id, tenant_id, secret)
                     or DEFAULT_AUTHORITY
   local url = fmt("%s/%s/oauth2/v2.0/token", strip(authority), escape_uri(tenant_id))
   local key = helpers.hash("azure-client", url, client_id, secret)
-  local token = TOKENS.get(key)
-  if token then
-    return token, nil, key
-  end
-  local res, err = helpers.request(url, {
+  return helpers.token_request(TOKENS, key, "client credentials token request", url, {
     method = "POST",
     headers = { ["Content-Type"] = "application/x-www-form-urlencoded" },
     body = encode_args({
@@ -82,15 +78,6 @@ local function client_credentials_token(conf, client_id, tenant_id, secret)
       scope = RESOURCE .. "/.default",
     }),
   })
-  if not res then
-    return nil, "token request failed: " .. tostring(err)
-  end
-  local body = res.status == 200 and helpers.json(res)
-  if not body or type(body.access_token) ~= "string" then
-    return nil, helpers.status_error("client credentials token request", res.status, res.body)
-  end
-  TOKENS.set(key, body.access_token, body.expires_in)
-  return body.access_token, nil, key
 end
 
 
@@ -98,21 +85,8 @@ local function managed_identity_token(conf, client_id)
   local url = strip(conf.identity_endpoint or DEFAULT_IDENTITY) .. "/metadata/identity/oauth2/token"
   local query = { ["api-version"] = "2018-02-01", resource = RESOURCE, client_id = client_id }
   local key = helpers.hash("azure-msi", url, client_id)
-  local token = TOKENS.get(key)
-  if token then
-    return token, nil, key
-  end
-  local res, err = helpers.request(url, { query = query, headers = { Metadata = "true" }, timeout = 3000 })
-  if not res then
-    return nil, "managed identity token request failed: " .. tostring(err)
-  end
-  local body = res.status == 200 and helpers.json(res)
-  if not body or type(body.access_token) ~= "string" then
-    return nil, helpers.status_error("managed identity token request", res.status, res.body)
-  end
-  -- IMDS answers expires_in as a string
-  TOKENS.set(key, body.access_token, tonumber(body.expires_in))
-  return body.access_token, nil, key
+  return helpers.token_request(TOKENS, key, "managed identity token request", url,
+                               { query = query, headers = { Metadata = "true" }, timeout = 3000 })
 end
 
 
@@ -134,24 +108,10 @@ end
 -- GET `url` (a Key Vault URL) with the token, once more with a new token
 -- when the cached one is refused
 local function vault_get(conf, url, query, what)
-  local token, err, key = get_token(conf)
-  if not token then
-    return nil, err
-  end
-  local res
-  res, err = helpers.request(url, { query = query, headers = { Authorization = "Bearer " .. token } })
-  if res and res.status == 401 then
-    TOKENS.delete(key)
-    token, err = get_token(conf)
-    if not token then
-      return nil, err
-    end
-    res, err = helpers.request(url, { query = query, headers = { Authorization = "Bearer " .. token } })
-  end
-  if not res then
-    return nil, fmt("%s failed: %s", what, err)
-  end
-  return res
+  return helpers.with_token(TOKENS, function() return get_token(conf) end, function(token)
+    local res, err = helpers.send(url, { query = query, headers = { Authorization = "Bearer " .. token } })
+    return res, res == nil and fmt("%s failed: %s", what, err) or nil
+  end)
 end
 
 
@@ -166,11 +126,9 @@ local function version_id(conf, base, name, version)
     if not res then
       return nil, err
     end
-    if res.status == 404 then
-      return nil, fmt("%s not found", name)
-    end
     if res.status ~= 200 then
-      return nil, helpers.status_error("listing the versions of " .. name, res.status, res.body)
+      return nil, res.status == 404 and fmt("%s not found", name)
+                  or helpers.status_error("listing the versions of " .. name, res.status, res.body)
     end
     local body = helpers.json(res) or {}
     for _, item in ipairs(type(body.value) == "table" and body.value or {}) do
@@ -225,14 +183,12 @@ local function fetch(conf, resource, version)
     url = url .. "/" .. escape_uri(id)
   end
   local res, err = vault_get(conf, url, { ["api-version"] = conf.api_version }, "reading " .. resource)
+  if res then
+    -- a missing version is named by its number
+    res, err = helpers.read_answer(res, resource, version)
+  end
   if not res then
     return nil, err
-  end
-  if res.status == 404 then
-    return nil, fmt("%s not found", resource)
-  end
-  if res.status ~= 200 then
-    return nil, helpers.status_error("reading " .. resource, res.status, res.body)
   end
   local value = (helpers.json(res) or {}).value
   if type(value) ~= "string" then

@@ -7,35 +7,20 @@
 -- `api_version` are kong-keyring's own (sovereign clouds, tests). Plain data
 -- (no typedefs): kong.vaults.azure reads its defaults outside Kong too.
 
--- each field gets its own table (Kong's schema code annotates fields)
-local function ttl()
-  return { type = "number", between = { 0, 100000000 } }
-end
+local helpers = require "kong.vaults.helpers"
 
-local function url()
-  return { type = "string", match = [[^https?://[^/?#]+/?$]] }
-end
-
-return {
-  name = "azure",
-  fields = {
-    { config = { type = "record", fields = {
-      { vault_uri = url() },
-      { client_id = { type = "string" } },
-      { tenant_id = { type = "string", match = [[^[%w%-%.]+$]] } },
-      -- the vault's region: accepted for compatibility; the vault_uri names the vault
-      { location = { type = "string" } },
-      -- Key Vault object type: secrets only (as Kong Enterprise)
-      { type = { type = "string", one_of = { "secrets" }, default = "secrets" } },
-      { credentials_prefix = { type = "string", default = "AZURE", match = [[^[%a_][%w_]*$]] } },
-      -- Entra ID authority; default <prefix>_AUTHORITY_HOST, else login.microsoftonline.com
-      { authority_host = url() },
-      -- managed identity endpoint (IMDS); default http://169.254.169.254
-      { identity_endpoint = url() },
-      { api_version = { type = "string", default = "7.4", match = [[^[%w%.%-]+$]] } },
-      { ttl = ttl() },
-      { neg_ttl = ttl() },
-      { resurrect_ttl = ttl() },
-    } } },
-  },
-}
+return helpers.vault_schema("azure", {
+  { vault_uri = helpers.url_field() },
+  { client_id = { type = "string" } },
+  { tenant_id = { type = "string", match = [[^[%w%-%.]+$]] } },
+  -- the vault's region: accepted for compatibility; the vault_uri names the vault
+  { location = { type = "string" } },
+  -- Key Vault object type: secrets only (as Kong Enterprise)
+  { type = { type = "string", one_of = { "secrets" }, default = "secrets" } },
+  { credentials_prefix = { type = "string", default = "AZURE", match = [[^[%a_][%w_]*$]] } },
+  -- Entra ID authority; default <prefix>_AUTHORITY_HOST, else login.microsoftonline.com
+  { authority_host = helpers.url_field() },
+  -- managed identity endpoint (IMDS); default http://169.254.169.254
+  { identity_endpoint = helpers.url_field() },
+  { api_version = { type = "string", default = "7.4", match = [[^[%w%.%-]+$]] } },
+})

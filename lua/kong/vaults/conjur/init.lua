@@ -38,7 +38,7 @@ local function authenticate(conf)
   if token then
     return token, nil, key
   end
-  local res, err = helpers.request(url, {
+  local res, err = helpers.send(url, {
     method = "POST",
     headers = { ["Accept-Encoding"] = "base64", ["Content-Type"] = "text/plain" },
     body = conf.api_key,
@@ -59,15 +59,6 @@ local function authenticate(conf)
 end
 
 
-local function read(conf, resource, version, token)
-  local url = fmt("%s/secrets/%s/variable/%s", base_url(conf), escape_uri(conf.account), escape_uri(resource))
-  return helpers.request(url, {
-    query = version and { version = version },
-    headers = { Authorization = fmt('Token token="%s"', token) },
-  })
-end
-
-
 local function fetch(conf, resource, version)
   for _, field in ipairs({ "endpoint_url", "account", "login", "api_key" }) do
     if not conf[field] or conf[field] == "" then
@@ -80,28 +71,16 @@ local function fetch(conf, resource, version)
   if conf.auth_method ~= "api_key" then
     return nil, "unknown auth_method " .. tostring(conf.auth_method)
   end
-  local token, err, key = authenticate(conf)
-  if not token then
-    return nil, err
-  end
-  local res
-  res, err = read(conf, resource, version, token)
-  if res and res.status == 401 then
-    TOKENS.delete(key)
-    token, err = authenticate(conf)
-    if not token then
-      return nil, err
-    end
-    res, err = read(conf, resource, version, token)
-  end
+  local url = fmt("%s/secrets/%s/variable/%s", base_url(conf), escape_uri(conf.account), escape_uri(resource))
+  local res, err = helpers.read_with_token(TOKENS, function() return authenticate(conf) end, function(token)
+    local r, e = helpers.send(url, {
+      query = version and { version = version },
+      headers = { Authorization = fmt('Token token="%s"', token) },
+    })
+    return r, r == nil and fmt("reading %s failed: %s", resource, e) or nil
+  end, resource, version)
   if not res then
-    return nil, fmt("reading %s failed: %s", resource, err)
-  end
-  if res.status == 404 then
-    return nil, fmt("%s not found", version and (resource .. "#" .. version) or resource)
-  end
-  if res.status ~= 200 then
-    return nil, helpers.status_error("reading " .. resource, res.status, res.body)
+    return nil, err
   end
   return res.body or ""
 end

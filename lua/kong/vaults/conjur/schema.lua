@@ -5,23 +5,12 @@
 -- over. Plain data (no typedefs): kong.vaults.conjur reads its defaults
 -- outside Kong too.
 
--- each field gets its own table (Kong's schema code annotates fields)
-local function ttl()
-  return { type = "number", between = { 0, 100000000 } }
-end
+local helpers = require "kong.vaults.helpers"
 
-return {
-  name = "conjur",
-  fields = {
-    { config = { type = "record", fields = {
-      { endpoint_url = { type = "string", match = [[^https?://[^?#]+$]] } },
-      { auth_method = { type = "string", one_of = { "api_key" }, default = "api_key" } },
-      { account = { type = "string" } },
-      { login = { type = "string" } },
-      { api_key = { type = "string", referenceable = true, encrypted = true } },
-      { ttl = ttl() },
-      { neg_ttl = ttl() },
-      { resurrect_ttl = ttl() },
-    } } },
-  },
-}
+return helpers.vault_schema("conjur", {
+  { endpoint_url = { type = "string", match = [[^https?://[^?#]+$]] } },
+  { auth_method = { type = "string", one_of = { "api_key" }, default = "api_key" } },
+  { account = { type = "string" } },
+  { login = { type = "string" } },
+  { api_key = { type = "string", referenceable = true, encrypted = true } },
+})

@@ -71,44 +71,29 @@ end
 local function sa_token(conf, sa)
   local token_url = conf.token_url or (type(sa.token_uri) == "string" and sa.token_uri) or GOOGLE_TOKEN_URL
   local key = helpers.hash("gcp-sa", token_url, sa.client_email, sa.private_key_id, sa.private_key)
-  local token = TOKENS.get(key)
-  if token then
-    return token, nil, key
-  end
-
-  local private, err = pkey.new(sa.private_key)
-  if not private then
-    -- lua-resty-openssl's message names the parser, not the key
-    return nil, "the private_key of " .. ENV_SA .. " cannot be read"
-  end
-  local now = time()
-  local header = { alg = "RS256", typ = "JWT", kid = type(sa.private_key_id) == "string" and sa.private_key_id or nil }
-  local claims = { iss = sa.client_email, scope = SCOPE, aud = token_url, iat = now, exp = now + JWT_LIFETIME }
-  local signing_input = encode_base64url(helpers.encode(header)) .. "." .. encode_base64url(helpers.encode(claims))
-  local signature
-  signature, err = private:sign(signing_input, "sha256")
-  if not signature then
-    return nil, "signing the token request failed"
-  end
-
-  local res
-  res, err = helpers.request(token_url, {
-    method = "POST",
-    headers = { ["Content-Type"] = "application/x-www-form-urlencoded" },
-    body = encode_args({
-      grant_type = "urn:ietf:params:oauth:grant-type:jwt-bearer",
-      assertion = signing_input .. "." .. encode_base64url(signature),
-    }),
-  })
-  if not res then
-    return nil, "token request failed: " .. tostring(err)
-  end
-  local body = res.status == 200 and helpers.json(res)
-  if not body or type(body.access_token) ~= "string" then
-    return nil, helpers.status_error("token request for " .. sa.client_email, res.status, res.body)
-  end
-  TOKENS.set(key, body.access_token, body.expires_in)
-  return body.access_token, nil, key
+  return helpers.token_request(TOKENS, key, "token request for " .. sa.client_email, token_url, function()
+    local private = pkey.new(sa.private_key)
+    if not private then
+      -- lua-resty-openssl's message names the parser, not the key
+      return nil, "the private_key of " .. ENV_SA .. " cannot be read"
+    end
+    local now = time()
+    local header = { alg = "RS256", typ = "JWT", kid = type(sa.private_key_id) == "string" and sa.private_key_id or nil }
+    local claims = { iss = sa.client_email, scope = SCOPE, aud = token_url, iat = now, exp = now + JWT_LIFETIME }
+    local signing_input = encode_base64url(helpers.encode(header)) .. "." .. encode_base64url(helpers.encode(claims))
+    local signature = private:sign(signing_input, "sha256")
+    if not signature then
+      return nil, "signing the token request failed"
+    end
+    return {
+      method = "POST",
+      headers = { ["Content-Type"] = "application/x-www-form-urlencoded" },
+      body = encode_args({
+        grant_type = "urn:ietf:params:oauth:grant-type:jwt-bearer",
+        assertion = signing_input .. "." .. encode_base64url(signature),
+      }),
+    }
+  end)
 end
 
 
@@ -119,21 +104,8 @@ local function metadata_token(conf)
     host = "http://" .. host
   end
   local url = strip(host) .. "/computeMetadata/v1/instance/service-accounts/default/token"
-  local key = helpers.hash("gcp-metadata", url)
-  local token = TOKENS.get(key)
-  if token then
-    return token, nil, key
-  end
-  local res, err = helpers.request(url, { headers = { ["Metadata-Flavor"] = "Google" }, timeout = 3000 })
-  if not res then
-    return nil, "metadata server token request failed: " .. tostring(err)
-  end
-  local body = res.status == 200 and helpers.json(res)
-  if not body or type(body.access_token) ~= "string" then
-    return nil, helpers.status_error("metadata server token request", res.status, res.body)
-  end
-  TOKENS.set(key, body.access_token, body.expires_in)
-  return body.access_token, nil, key
+  return helpers.token_request(TOKENS, helpers.hash("gcp-metadata", url), "metadata server token request", url,
+                               { headers = { ["Metadata-Flavor"] = "Google" }, timeout = 3000 })
 end
 
 
@@ -149,13 +121,6 @@ local function get_token(conf)
 end
 
 
-local function access(conf, resource, version, token)
-  local url = fmt("%s/v1/projects/%s/secrets/%s/versions/%s:access", strip(conf.api_url or GOOGLE_API_URL),
-                  ngx.escape_uri(conf.project_id), resource, version and tostring(version) or "latest")
-  return helpers.request(url, { headers = { Authorization = "Bearer " .. token } })
-end
-
-
 local function fetch(conf, resource, version)
   if not conf.project_id or conf.project_id == "" then
     return nil, "no project_id"
@@ -164,29 +129,14 @@ local function fetch(conf, resource, version)
   if not find(resource, "^[%w_%-]+$") then
     return nil, "invalid secret name (letters, digits, '-' and '_' only)"
   end
-  local token, err, key = get_token(conf)
-  if not token then
-    return nil, err
-  end
-  local res
-  res, err = access(conf, resource, version, token)
-  if res and res.status == 401 then
-    -- the cached token expired or was revoked: a new one, once
-    TOKENS.delete(key)
-    token, err, key = get_token(conf)
-    if not token then
-      return nil, err
-    end
-    res, err = access(conf, resource, version, token)
-  end
+  local url = fmt("%s/v1/projects/%s/secrets/%s/versions/%s:access", strip(conf.api_url or GOOGLE_API_URL),
+                  ngx.escape_uri(conf.project_id), resource, version and tostring(version) or "latest")
+  local res, err = helpers.read_with_token(TOKENS, function() return get_token(conf) end, function(token)
+    local r, e = helpers.send(url, { headers = { Authorization = "Bearer " .. token } })
+    return r, r == nil and fmt("reading %s failed: %s", resource, e) or nil
+  end, resource, version)
   if not res then
-    return nil, fmt("reading %s failed: %s", resource, err)
-  end
-  if res.status == 404 then
-    return nil, fmt("%s not found", version and (resource .. "#" .. version) or resource)
-  end
-  if res.status ~= 200 then
-    return nil, helpers.status_error("reading " .. resource, res.status, res.body)
+    return nil, err
   end
   local payload = (helpers.json(res) or {}).payload
   local data = type(payload) == "table" and payload.data

@@ -6,28 +6,13 @@
 -- endpoint fields are kong-keyring's own (private endpoints, tests). Plain
 -- data (no typedefs): kong.vaults.gcp reads its defaults outside Kong too.
 
--- each field gets its own table (Kong's schema code annotates fields)
-local function ttl()
-  return { type = "number", between = { 0, 100000000 } }
-end
+local helpers = require "kong.vaults.helpers"
 
-local function url()
-  return { type = "string", match = [[^https?://[^/?#]+/?$]] }
-end
-
-return {
-  name = "gcp",
-  fields = {
-    { config = { type = "record", fields = {
-      { project_id = { type = "string", match = [[^[%w][%w%-%.:]*$]] } },
-      -- OAuth token endpoint for the service account's signed JWT; default:
-      -- the key file's token_uri, else Google's
-      { token_url = { type = "string", match = [[^https?://[^?#]+$]] } },
-      { api_url = url() },       -- Secret Manager; default Google's
-      { metadata_url = url() },  -- default GCE_METADATA_HOST, else metadata.google.internal
-      { ttl = ttl() },
-      { neg_ttl = ttl() },
-      { resurrect_ttl = ttl() },
-    } } },
-  },
-}
+return helpers.vault_schema("gcp", {
+  { project_id = { type = "string", match = [[^[%w][%w%-%.:]*$]] } },
+  -- OAuth token endpoint for the service account's signed JWT; default:
+  -- the key file's token_uri, else Google's
+  { token_url = { type = "string", match = [[^https?://[^?#]+$]] } },
+  { api_url = helpers.url_field() },       -- Secret Manager; default Google's
+  { metadata_url = helpers.url_field() },  -- default GCE_METADATA_HOST, else metadata.google.internal
+})
