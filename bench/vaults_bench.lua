@@ -311,7 +311,7 @@ local ratio = median(ratios)
 local busy99, idle99 = pct(busy, 0.99), pct(idle, 0.99)
 local p99_ratio = busy99 / idle99
 local function line(case, a, b, unit, r, target)
-  print(fmt("| %-46s | %11.2f %-5s | %11.2f %-5s | %s | %-16s |", case, a, unit, b, unit,
+  print(fmt("| %-48s | %11.2f %-5s | %11.2f %-5s | %s | %-16s |", case, a, unit, b, unit,
             r and fmt("%5.2fx", r) or "     -", target or "-"))
 end
 print(fmt("real Kong (%s, 2 workers, vaults = bundled,hcv against OpenBao %s, KONG_VAULT_ROTATION_INTERVAL=1)",
@@ -321,8 +321,8 @@ print(fmt("overhead: wrk -t1 -c%d, %d rounds of %d s per route, alternating (med
 print(fmt("latency:  %d clients, one request at a time, %d ms apart, %d s on the reference route idle (%d requests), "
           .. "then with %d references of ttl 1 s rotating (%d requests)", opts.latency_clients, opts.latency_pause_ms,
           opts.latency_seconds, #idle, opts.refs, #busy))
-print("| case                                           |          a        |          b        |  ratio | target           |")
-print("|------------------------------------------------|-------------------|-------------------|--------|------------------|")
+print("| case                                             |          a        |          b        |  ratio | target           |")
+print("|--------------------------------------------------|-------------------|-------------------|--------|------------------|")
 line("req/s: a cached hcv reference (a) vs inline (b)", median(rps.ref), median(rps.inline), "req/s", ratio)
 local cpu_ref, cpu_inline = cpu.ref.s / cpu.ref.n * 1e6, cpu.inline.s / cpu.inline.n * 1e6
 line("  worker CPU per request (a) vs (b)", cpu_ref, cpu_inline, "us", cpu_ref / cpu_inline)
