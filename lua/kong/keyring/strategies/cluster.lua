@@ -16,6 +16,7 @@ local blob_file = require "kong.keyring.strategies.cluster.blob_file"
 
 
 local fmt = string.format
+local pairs = pairs
 local ipairs = ipairs
 local assert = assert
 local tonumber = tonumber
@@ -274,6 +275,92 @@ function _M:listing()
     end
   end
   return listing
+end
+
+
+-- Encryptions of a key after which GET /keyring and the log warn: half of
+-- 2^32, the NIST SP 800-38D limit for random 96-bit GCM nonces.
+local NONCE_WARNING = 2 ^ 31
+
+
+--- Adds this node's encryptions since the last round to each key's
+-- cluster-wide count in `keyring_meta` (the region counts per node; what was
+-- reported is kept in Kong's `kong` shm, which lives as long as the region).
+-- Logs a warning once per key and process past NONCE_WARNING.
+function _M:report_encryptions()
+  local counts, err = keyring.usage()
+  if not counts then
+    return nil, err
+  end
+  local shm = ngx.shared.kong
+  local statements, reported = {}, {}
+  for id, n in pairs(counts) do
+    local key = "keyring:encryptions:" .. id
+    local before = shm and shm:get(key) or 0
+    if n > before then
+      statements[#statements + 1] = fmt("UPDATE keyring_meta SET encryptions = encryptions + %d WHERE id = %s;",
+                                        n - before, self:lit(id))
+      reported[key] = n
+    end
+  end
+  if #statements > 0 then
+    local ok
+    ok, err = self:query(table.concat(statements, "\n"))
+    if not ok then
+      return nil, err
+    end
+    for key, n in pairs(reported) do
+      if shm then
+        shm:set(key, n)
+      end
+    end
+  end
+  local totals
+  totals, err = self:encryptions()
+  if not totals then
+    return nil, err
+  end
+  self.warned = self.warned or {}
+  for id, n in pairs(totals) do
+    if n >= NONCE_WARNING and not self.warned[id] then
+      self.warned[id] = true
+      ngx.log(ngx.WARN, "[keyring] ", _M.nonce_warning(id, n))
+    end
+  end
+  return true
+end
+
+
+function _M.nonce_warning(id, n)
+  return fmt("key '%s' has been used for %.0f encryptions: activate a new key before 2^32 "
+             .. "(the NIST limit for random 96-bit nonces)", id, n)
+end
+
+
+--- Each key's cluster-wide encryption count: `{ [id] = n }`, or nil and an error.
+function _M:encryptions()
+  local rows, err = self:query("SELECT id, encryptions FROM keyring_meta;")
+  if not rows then
+    return nil, err
+  end
+  local out = {}
+  for _, row in ipairs(rows) do
+    out[row.id] = tonumber(row.encryptions) or 0
+  end
+  return out
+end
+
+
+--- Warnings for keys near their nonce budget (GET /keyring).
+function _M:warnings(totals)
+  local out = {}
+  for id, n in pairs(totals) do
+    if n >= NONCE_WARNING then
+      out[#out + 1] = _M.nonce_warning(id, n)
+    end
+  end
+  table.sort(out)
+  return out
 end
 
 

@@ -16,14 +16,19 @@ local cjson = require "cjson.safe"
 local keyring = require "kong.keyring"
 local state = require "kong.plugins.keyring.state"
 local errors = require "kong.plugins.keyring.errors"
+local stored = require "kong.plugins.keyring.stored"
+local rewrap = require "kong.plugins.keyring.rewrap"
 
 
 local kong = kong
 local ngx = ngx
 local type = type
+local next = next
 local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
+local tonumber = tonumber
+local setmetatable = setmetatable
 local sort = table.sort
 local concat = table.concat
 local fmt = string.format
@@ -53,14 +58,23 @@ local function json_array(list)
 end
 
 
--- `missing`: ids the cluster lists that this node lacks (shown when any)
-local function ring_json(ids, active, missing)
+-- `extra` (GET /keyring, cluster strategy): `missing`, ids the cluster
+-- lists that this node lacks, and `warnings` (shown when any);
+-- `encryptions`, each key's cluster-wide count
+local function ring_json(ids, active, extra)
   local body = '{"ids":' .. json_array(ids)
   if active then
     body = body .. ',"active":' .. cjson.encode(active)
   end
-  if missing and #missing > 0 then
-    body = body .. ',"missing":' .. json_array(missing)
+  extra = extra or {}
+  if extra.missing and #extra.missing > 0 then
+    body = body .. ',"missing":' .. json_array(extra.missing)
+  end
+  if extra.encryptions then
+    body = body .. ',"encryptions":' .. (next(extra.encryptions) and cjson.encode(extra.encryptions) or "{}")
+  end
+  if extra.warnings and #extra.warnings > 0 then
+    body = body .. ',"warnings":' .. json_array(extra.warnings)
   end
   return body .. "}"
 end
@@ -122,6 +136,39 @@ local function read_params(self, names, known)
 end
 
 
+-- `true` / `false` parameter `name` (absent: false), or nil and an error
+local function boolean_param(params, name)
+  local v = params[name]
+  if v == nil or v == "false" then
+    return false
+  end
+  if v == "true" then
+    return true
+  end
+  return nil, "'" .. name .. "' must be true or false"
+end
+
+
+local function query(sql)
+  local res, err = kong.db.connector:query(sql)
+  if not res then
+    return nil, "keyring database error: " .. tostring(err)
+  end
+  return res
+end
+
+
+-- pause, resume or cancel the rewrap job
+local function set_job_state(state_name)
+  local job, err, kind = state.rewrap:set_state(state_name)
+  if not job then
+    return fail(errors.status(kind), err)
+  end
+  log("rewrap job ", job.id, " ", state_name)
+  return kong.response.exit(200, rewrap.view(job))
+end
+
+
 --- After a database write failed: the ring as it was `before` an import of
 -- `ids` (its active key again, the imported keys it did not hold dropped).
 -- A node that had no active key keeps the blob's: the core has no way back
@@ -178,14 +225,21 @@ return {
       if not ring then
         return fail(500, err)
       end
-      local missing
+      local extra = {}
       if state.strategy.missing then
-        missing, err = state.strategy:missing()
-        if not missing then
+        extra.missing, err = state.strategy:missing()
+        if not extra.missing then
           return fail(500, err)
         end
       end
-      return kong.response.exit(200, ring_json(ring.ids, ring.active, missing), JSON)
+      if state.strategy.encryptions then
+        extra.encryptions, err = state.strategy:encryptions()
+        if not extra.encryptions then
+          return fail(500, err)
+        end
+        extra.warnings = state.strategy:warnings(extra.encryptions)
+      end
+      return kong.response.exit(200, ring_json(ring.ids, ring.active, extra), JSON)
     end),
   },
 
@@ -222,11 +276,11 @@ return {
       if not id then
         return fail(400, "missing 'key' param")
       end
-      local force = params.force
-      if force ~= nil and force ~= "true" and force ~= "false" then
-        return fail(400, "'force' must be true or false")
+      local force, ferr = boolean_param(params, "force")
+      if ferr then
+        return fail(400, ferr)
       end
-      local ok, err, kind, missing_on = state.strategy:activate(id, { force = force == "true" })
+      local ok, err, kind, missing_on = state.strategy:activate(id, { force = force })
       if not ok then
         if missing_on then
           return kong.response.exit(409, { error = err, missing_on = missing_on })
@@ -239,14 +293,34 @@ return {
   },
 
   ["/keyring/remove"] = {
-    POST = endpoint({ strategy = "cluster", params = { "key" } }, function(params)
+    POST = endpoint({ strategy = "cluster", params = { "key", "force" } }, function(params)
       local id = params.key
       if not id then
         return fail(400, "missing 'key' param")
       end
+      local force, ferr = boolean_param(params, "force")
+      if ferr then
+        return fail(400, ferr)
+      end
+      -- stored values still under the key: 409 with the counts, unless forced
+      local used, by = stored.count(query, id)
+      if not used then
+        return fail(500, by)
+      end
+      if used > 0 and not force then
+        return kong.response.exit(409, {
+          error = "key '" .. id .. "' is still used by " .. used .. " stored values: rewrap them "
+                  .. "(POST /keyring/rewrap), or remove with force=true (they become unreadable)",
+          usage = by,
+        })
+      end
       local ok, err, kind = state.strategy:remove(id)
       if not ok then
         return fail(errors.status(kind), err)
+      end
+      if used > 0 then
+        log("key '", id, "' removed by force: ", used, " stored values became unreadable")
+        return kong.response.exit(200, { unreadable = used, usage = by })
       end
       log("key '", id, "' removed")
       return kong.response.exit(204)
@@ -333,6 +407,73 @@ return {
       log("recovered ", #recovered, " keys, ", #not_recovered, " not recovered")
       return kong.response.exit(200, fmt('{"message":"successfully recovered %d keys","recovered":%s,"not_recovered":%s}',
                                          #recovered, json_array(recovered), json_array(not_recovered)), JSON)
+    end),
+  },
+
+  -- Stored values (docs/admin-api.md, "GET /keyring/usage"): counted in SQL
+  ["/keyring/usage"] = {
+    GET = endpoint({}, function()
+      local usage, err = stored.usage(query)
+      if not usage then
+        return fail(500, err)
+      end
+      setmetatable(usage.tables, cjson.array_mt)
+      return kong.response.exit(200, usage)
+    end),
+  },
+
+  -- The rewrap job (docs/admin-api.md, "Rewrap")
+  ["/keyring/rewrap"] = {
+    GET = endpoint({}, function()
+      local job, err = state.rewrap:latest()
+      if job == nil then
+        return fail(500, err)
+      end
+      if not job then
+        return fail(404, "no rewrap job")
+      end
+      return kong.response.exit(200, rewrap.view(job))
+    end),
+
+    POST = endpoint({ params = { "from", "rate", "tables" } }, function(params)
+      local rate = params.rate and tonumber(params.rate)
+      if params.rate and not (rate and rate >= 1 and rate == math.floor(rate)) then
+        return fail(400, "'rate' must be a whole number of rows per second, at least 1")
+      end
+      if params.tables then
+        local known = stored.entities()
+        for name in params.tables:gmatch("[^,%s]+") do
+          if not known[name] then
+            return fail(400, "'tables': no encrypted fields in '" .. name:sub(1, 64) .. "'")
+          end
+        end
+      end
+      local job, err, kind = state.rewrap:start({ from = params.from, rate = rate, tables = params.tables })
+      if not job then
+        if kind == "conflict" then
+          local live = state.rewrap:latest()
+          return kong.response.exit(409, { error = err, job = live and rewrap.view(live) or nil })
+        end
+        return fail(errors.status(kind), err)
+      end
+      log("rewrap job ", job.id, " started")
+      return kong.response.exit(202, rewrap.view(job))
+    end),
+
+    DELETE = endpoint({}, function()
+      return set_job_state("cancelled")
+    end),
+  },
+
+  ["/keyring/rewrap/pause"] = {
+    POST = endpoint({}, function()
+      return set_job_state("paused")
+    end),
+  },
+
+  ["/keyring/rewrap/resume"] = {
+    POST = endpoint({}, function()
+      return set_job_state("running")
     end),
   },
 

@@ -17,6 +17,7 @@ return {
       { state = { type = "string", required = true, one_of = { "active", "alive", "tombstoned" } } },
       { kcv = { type = "string" } },
       { mac = { type = "string" } },
+      { encryptions = { type = "integer" } },
       { created_at = timestamp },
       { updated_at = timestamp },
     },
@@ -51,6 +52,19 @@ return {
       { key_ids = { type = "string" } },
       { mac = { type = "string" } },
       { last_seen = { type = "integer", timestamp = true } },
+    },
+  },
+  {
+    -- the rewrap job (its JSON columns are not part of this schema: only
+    -- rewrap.lua reads and writes them, with SQL)
+    name = "keyring_rewrap",
+    primary_key = { "id" },
+    generate_admin_api = false,
+    db_export = false,
+    workspaceable = false,
+    fields = {
+      { id = { type = "string", uuid = true, required = true } },
+      { state = { type = "string", required = true } },
     },
   },
 }

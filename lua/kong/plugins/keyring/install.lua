@@ -17,6 +17,8 @@ local state = require "kong.plugins.keyring.state"
 local binding = require "kong.plugins.keyring.binding"
 local errors = require "kong.plugins.keyring.errors"
 local checks = require "kong.plugins.keyring.checks"
+local stored = require "kong.plugins.keyring.stored"
+local rewrap = require "kong.plugins.keyring.rewrap"
 local ADMIN_API = require("kong.pdk.private.phases").phases.admin_api
 
 
@@ -254,6 +256,8 @@ local function install_config(entity_name, sub_name, sub)
   local plan = fields.config_plan(sub, sub_name, warn)
   if #plan > 0 then
     append(sub, config_transformation(entity_name, plan))
+    local dao = kong.db and kong.db[entity_name]
+    stored.add_config(entity_name, dao and dao.schema.table_name or entity_name, sub_name, plan)
     log(ngx.INFO, "encrypting ", sub_name, " ", entity_name, " fields: ", fields.describe(plan, "config"))
   end
 end
@@ -278,6 +282,7 @@ local function install_entity(schema)
   local plan = fields.entity_plan(schema, warn)
   if #plan > 0 then
     append(schema, entity_transformation(schema, plan))
+    stored.add_entity(schema, plan)
     log(ngx.INFO, "encrypting ", schema.name, " fields: ", fields.describe(plan))
   end
 end
@@ -470,15 +475,35 @@ function _M.init_worker()
     log(ngx.ERR, "cannot lock the keyring region in memory: ", err)
   end
   local kconf = kong.configuration
+  local frequency = kconf and kconf.db_update_frequency or state.conf.db_update_frequency
+  local node_id = kong.node.get_id()
   ok, err = state.strategy:join({
     events = kong.cluster_events,
-    node_id = kong.node.get_id(),
+    node_id = node_id,
     hostname = kong.node.get_hostname(),
     instance = kong.node.get_hostname() .. ":" .. (kconf and kconf.prefix or ""),
-    frequency = kconf and kconf.db_update_frequency or state.conf.db_update_frequency,
+    frequency = frequency,
   })
   if not ok then
     log(ngx.ERR, "cannot join the cluster's key exchange: ", err)
+  end
+
+  -- the rewrap job: started by the Admin API in any worker; worker 0 takes
+  -- over a job whose node stopped renewing its lease
+  state.rewrap = rewrap.new(kong.db, node_id, frequency, state.conf.keyring_write_format)
+  if ngx.worker.id() == 0 then
+    ok, err = ngx.timer.every(frequency, function(premature)
+      if premature then
+        return
+      end
+      local adopted, aerr = state.rewrap:adopt()
+      if not adopted then
+        log(ngx.ERR, "cannot check the rewrap job: ", aerr)
+      end
+    end)
+    if not ok then
+      log(ngx.ERR, "cannot start the rewrap timer: ", err)
+    end
   end
 end
 

@@ -444,6 +444,10 @@ function _M:tick()
     self:track_missing(listing)
     self:changed(listing, false)
     self.cluster:backfill(listing)
+    local ok, rerr = self.cluster:report_encryptions()
+    if not ok then
+      log(ngx.ERR, "cannot count encryptions in keyring_meta: ", rerr)
+    end
   end)
   self.ticking = false
   if not ok then

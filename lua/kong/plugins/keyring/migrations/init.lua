@@ -1,4 +1,5 @@
 return {
   "000_base_keyring",
   "001_cluster_nodes",
+  "002_rewrap",
 }
