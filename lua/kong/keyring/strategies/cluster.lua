@@ -461,10 +461,11 @@ end
 -- rows), from this node, then from every other node.
 -- @return true, or nil, an error and its kind ("conflict": the active key)
 function _M:remove(id)
-  if keyring.active_id() == id then
-    return nil, "cannot remove active key", "conflict"
+  local ok, err, kind = self:removable(id)
+  if not ok then
+    return nil, err, kind
   end
-  local ok, err, kind = self:removed(id)
+  ok, err, kind = self:removed(id)
   if not ok then
     return nil, err, kind
   end
@@ -480,10 +481,13 @@ function _M:remove(id)
 end
 
 
---- Forgets `id` in the database (its meta and recovery rows), unless the
--- database marks it active: this node may simply not hold the cluster's
--- active key (after a restart), while other nodes still write with it.
-function _M:removed(id)
+--- Whether `id` may be removed: not the key active here or in the database
+-- (this node may not hold the cluster's active key after a restart).
+-- @return true, or nil, an error and its kind ("conflict")
+function _M:removable(id)
+  if keyring.active_id() == id then
+    return nil, "cannot remove active key", "conflict"
+  end
   local rows, err = self:query(fmt("SELECT 1 FROM keyring_meta WHERE id = %s AND state = 'active';", self:lit(id)))
   if not rows then
     return nil, err
@@ -491,6 +495,13 @@ function _M:removed(id)
   if rows[1] then
     return nil, "cannot remove active key", "conflict"
   end
+  return true
+end
+
+
+--- Forgets `id` in the database (its meta and recovery rows); never the
+-- row the database marks active (`removable` refuses it first).
+function _M:removed(id)
   return self:query(fmt([[
     DELETE FROM keyring_meta WHERE id = %s AND state <> 'active';
     DELETE FROM keyring_keys WHERE id = %s AND NOT EXISTS (SELECT 1 FROM keyring_meta WHERE id = %s);

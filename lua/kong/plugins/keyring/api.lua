@@ -302,6 +302,10 @@ return {
       if ferr then
         return fail(400, ferr)
       end
+      local ok, err, kind = state.strategy:removable(id)
+      if not ok then
+        return fail(errors.status(kind), err)
+      end
       -- stored values still under the key: 409 with the counts, unless forced
       local used, by = stored.count(query, id)
       if not used then
@@ -314,7 +318,7 @@ return {
           usage = by,
         })
       end
-      local ok, err, kind = state.strategy:remove(id)
+      ok, err, kind = state.strategy:remove(id)
       if not ok then
         return fail(errors.status(kind), err)
       end
