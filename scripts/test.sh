@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 TMP=$ROOT/.tmp
 mkdir -p "$TMP"
-rm -rf "$TMP"/nginx-* "$TMP/keys-seen.txt"
+rm -rf "$TMP"/nginx-* "$TMP/keys-seen.txt" "$TMP/secrets-seen.txt"
 
 passed=0
 failed=0

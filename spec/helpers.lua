@@ -60,6 +60,15 @@ function helpers.remember_key(key_b64)
 end
 
 
+--- Remembers a secret that is not a key (a vault secret, a token) so the
+-- leak sweep looks for it as text and in hex (kept in base64, one per line).
+function helpers.remember_secret(text)
+  local f = assert(io.open(helpers.tmp .. "/secrets-seen.txt", "ab"))
+  f:write(helpers.b64_encode(text), "\n")
+  f:close()
+end
+
+
 --- A key generated on the ring of `kong.keyring` (not activated), recorded
 -- for the leak sweep: returns its id and base64 bytes.
 function helpers.generate_key()

@@ -1,7 +1,9 @@
 -- Runs after spec/02-nginx: no key the specs saw (recorded by
 -- helpers.remember_key in .tmp/keys-seen.txt) appears in any nginx log, in
--- base64 or in hex, and the logs hold no alert, crit, emerg or Rust panic
--- beyond the one worker exit the SIGKILL spec causes on purpose.
+-- base64 or in hex, no secret they saw (helpers.remember_secret,
+-- .tmp/secrets-seen.txt: vault secrets, tokens) as text or in hex, and the
+-- logs hold no alert, crit, emerg or Rust panic beyond the one worker exit
+-- the SIGKILL spec causes on purpose.
 
 local helpers = require "helpers"
 
@@ -45,11 +47,15 @@ end
 
 describe("keyring (no key bytes in logs)", function()
   local keys = {} -- { b64 = ..., raw = ... }
+  local secrets = {} -- plain text
   local logs = {} -- { path = ..., text = ... }
 
   lazy_setup(function()
     for _, b64 in ipairs(lines(helpers.read_file(helpers.tmp .. "/keys-seen.txt"))) do
       keys[#keys + 1] = { b64 = b64, raw = helpers.b64_decode(b64) }
+    end
+    for _, b64 in ipairs(lines(helpers.read_file(helpers.tmp .. "/secrets-seen.txt"))) do
+      secrets[#secrets + 1] = helpers.b64_decode(b64)
     end
     local p = assert(io.popen("ls -1 " .. helpers.tmp .. "/nginx-*/logs/error.log "
                               .. helpers.tmp .. "/nginx-*/logs/startup.stderr 2>/dev/null"))
@@ -102,6 +108,25 @@ describe("keyring (no key bytes in logs)", function()
     end
     return found
   end
+
+  -- "path: secret #n as form" for every recorded secret found in the logs
+  local function sweep_secrets(in_logs)
+    local found = {}
+    for _, log in ipairs(in_logs) do
+      for n, secret in ipairs(secrets) do
+        for form, text in pairs({ text = secret, hex = helpers.hex(secret) }) do
+          if #secret >= 8 and log.text:find(text, 1, true) then
+            found[#found + 1] = log.path .. ": secret #" .. n .. " as " .. form
+          end
+        end
+      end
+    end
+    return found
+  end
+
+  it("finds no recorded secret (vault secrets, tokens) as text or hex in any log", function()
+    assert.same({}, sweep_secrets(logs))
+  end)
 
   it("would find a recorded key planted in a log line (self-check)", function()
     local hex = helpers.hex(keys[1].raw)
