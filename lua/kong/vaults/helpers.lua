@@ -106,10 +106,8 @@ function _M.hash(...)
 end
 
 
---- One HTTP(S) request. `opts`: method, headers, body, query, timeout,
--- ssl_verify (default true). Returns the resty.http response (status, body,
--- headers) or nil, err (a connection or TLS failure; no request data).
-function _M.request(url, opts)
+-- One HTTP(S) request; may raise (see `send`).
+local function request(url, opts)
   opts = opts or {}
   local httpc = http.new()
   httpc:set_timeout(opts.timeout or _M.TIMEOUT)
@@ -135,11 +133,14 @@ function _M.still_encrypted(value)
 end
 
 
---- `request` that never raises: lua-resty-core's sslhandshake can raise an
--- assertion instead of returning an error when a handshake fails after
--- yielding (a certificate that does not verify); that becomes nil, err.
+--- One HTTP(S) request. `opts`: method, headers, body, query, timeout,
+-- ssl_verify (default true). Returns the resty.http response (status, body,
+-- headers) or nil, err (a connection or TLS failure; no request data).
+-- Never raises: lua-resty-core's sslhandshake can raise an assertion instead
+-- of returning an error when a handshake fails after yielding (a
+-- certificate that does not verify); that becomes nil, err.
 function _M.send(url, opts)
-  local ok, res, err = pcall(_M.request, url, opts)
+  local ok, res, err = pcall(request, url, opts)
   if not ok then
     return nil, "request aborted (" .. tostring(res):gsub("^.*/", "") .. ")"
   end

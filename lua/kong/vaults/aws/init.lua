@@ -64,7 +64,7 @@ end
 function ImdsCredentials:refresh()
   local base = self.endpoint
   local headers = {}
-  local res = helpers.request(base .. "/latest/api/token", {
+  local res = helpers.send(base .. "/latest/api/token", {
     method = "PUT",
     headers = { ["X-aws-ec2-metadata-token-ttl-seconds"] = "300" },
     timeout = 2000,
@@ -73,7 +73,7 @@ function ImdsCredentials:refresh()
     headers["X-aws-ec2-metadata-token"] = res.body
   end
   local err
-  res, err = helpers.request(base .. "/latest/meta-data/iam/security-credentials/", { headers = headers })
+  res, err = helpers.send(base .. "/latest/meta-data/iam/security-credentials/", { headers = headers })
   if not res or res.status ~= 200 then
     return nil, "IMDS role lookup failed: " .. (err or res.status)
   end
@@ -81,7 +81,7 @@ function ImdsCredentials:refresh()
   if not role then
     return nil, "IMDS has no role"
   end
-  res, err = helpers.request(base .. "/latest/meta-data/iam/security-credentials/" .. ngx.escape_uri(role),
+  res, err = helpers.send(base .. "/latest/meta-data/iam/security-credentials/" .. ngx.escape_uri(role),
                              { headers = headers })
   local creds = res and res.status == 200 and helpers.json(res)
   if not creds or type(creds.AccessKeyId) ~= "string" then

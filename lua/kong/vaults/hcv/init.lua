@@ -12,7 +12,7 @@ local schema = require "kong.vaults.hcv.schema"
 
 local fmt = string.format
 local type = type
-local request = helpers.request
+local request = helpers.send
 local status_error = helpers.status_error
 
 
