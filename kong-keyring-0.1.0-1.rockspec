@@ -30,6 +30,7 @@ build = {
       ["kong.keyring.strategies.cluster.exchange"] = "lua/kong/keyring/strategies/cluster/exchange.lua",
       ["kong.keyring.strategies.cluster.mac"] = "lua/kong/keyring/strategies/cluster/mac.lua",
       ["kong.keyring.strategies.cluster.nodes"] = "lua/kong/keyring/strategies/cluster/nodes.lua",
+      ["kong.keyring.strategies.db"] = "lua/kong/keyring/strategies/db.lua",
       ["kong.keyring.strategies.cluster.blob_file"] = "lua/kong/keyring/strategies/cluster/blob_file.lua",
       ["kong.keyring.strategies.vault"] = "lua/kong/keyring/strategies/vault.lua",
       ["kong.keyring.strategies.vault.client"] = "lua/kong/keyring/strategies/vault/client.lua",

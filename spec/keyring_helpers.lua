@@ -85,6 +85,78 @@ function _M.wait_admin(port, timeout)
 end
 
 
+--- The nodes of a spec with several: `node(0)` is the spec's default
+-- prefix and ports, `node(1)` the next prefix ("-b") and ports (+2, +3)...
+-- `{ name, prefix, proxy, admin }`.
+function _M.node(i)
+  local name = string.char(65 + i)
+  return {
+    name = name,
+    prefix = i == 0 and _M.prefix or (_M.prefix .. "-" .. name:lower()),
+    proxy = _M.port_base + 2 * i,
+    admin = _M.port_base + 2 * i + 1,
+  }
+end
+
+
+--- Settings for `node` (see `node`): its prefix and listeners (the proxy
+-- with reuseport, so connections spread over both workers), plus `extra`
+-- (false drops a setting).
+function _M.node_env(node, extra)
+  local env = _M.kong_env {
+    prefix = node.prefix,
+    proxy_listen = "127.0.0.1:" .. node.proxy .. " reuseport",
+    admin_listen = "127.0.0.1:" .. node.admin,
+  }
+  for k, v in pairs(extra or {}) do
+    env[k] = v or nil
+  end
+  return env
+end
+
+
+--- GET /keyring of `node`, which must answer 200: its JSON.
+function _M.ring(node)
+  local status, body, json = _M.admin("GET", "/keyring", nil, nil, node.admin)
+  assert(status == 200, "GET /keyring answered " .. tostring(status) .. ": " .. tostring(body))
+  return json
+end
+
+
+--- Kong's node id of `node` (GET /).
+function _M.node_id(node)
+  local status, body, json = _M.admin("GET", "/", nil, nil, node.admin)
+  assert(status == 200, "GET / answered " .. tostring(status) .. ": " .. tostring(body))
+  return json.node_id
+end
+
+
+function _M.set_of(list)
+  local set = {}
+  for _, v in ipairs(list or {}) do
+    set[v] = true
+  end
+  return set
+end
+
+
+function _M.now()
+  ngx.update_time()
+  return ngx.now()
+end
+
+
+--- Waits until `check()` is true, polling every 50 ms; returns the seconds
+-- it took, and fails after `limit` seconds naming `what`.
+function _M.within(limit, check, what)
+  local start = _M.now()
+  helpers.wait_until(check, limit, 0.05)
+  local took = _M.now() - start
+  assert(took <= limit, what .. " took " .. took .. " s")
+  return took
+end
+
+
 --- The pids of the node in `prefix`: its master, then its workers.
 function _M.node_pids(prefix)
   local master = assert(project.read_file(prefix .. "/pids/nginx.pid")):match("%d+")

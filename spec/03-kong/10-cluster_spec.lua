@@ -14,56 +14,14 @@ local psql = kr.psql
 local project = kr.project
 
 
-local A = { name = "A", prefix = kr.prefix, proxy = kr.port_base, admin = kr.port_base + 1 }
-local B = { name = "B", prefix = kr.prefix .. "-b", proxy = kr.port_base + 2, admin = kr.port_base + 3 }
+local A, B = kr.node(0), kr.node(1)
 -- db_update_frequency of spec/kong_tests.conf
 local FREQUENCY = 1
 
 
-local function env_of(node, extra)
-  local env = kr.kong_env {
-    prefix = node.prefix,
-    proxy_listen = "127.0.0.1:" .. node.proxy .. " reuseport",
-    admin_listen = "127.0.0.1:" .. node.admin,
-  }
-  for k, v in pairs(extra or {}) do
-    env[k] = v
-  end
-  return env
-end
-
-
-local function now()
-  ngx.update_time()
-  return ngx.now()
-end
-
-
--- GET /keyring of `node`
-local function ring(node)
-  local status, body, json = admin("GET", "/keyring", nil, nil, node.admin)
-  assert.equals(200, status, body)
-  return json
-end
-
-
-local function set_of(list)
-  local set = {}
-  for _, v in ipairs(list or {}) do
-    set[v] = true
-  end
-  return set
-end
-
-
--- Waits until `check()` is true; returns the seconds it took (fails after `limit`).
-local function within(limit, check, what)
-  local start = now()
-  helpers.wait_until(check, limit, 0.05)
-  local took = now() - start
-  assert(took <= limit, what .. " took " .. took .. " s")
-  return took
-end
+local env_of = kr.node_env
+local now, ring, set_of, within = kr.now, kr.ring, kr.set_of, kr.within
+local node_id = kr.node_id
 
 
 local function generate(node)
@@ -76,13 +34,6 @@ end
 
 local function activate(node, id, force)
   return admin("POST", "/keyring/activate", { key = id, force = force and "true" or nil }, nil, node.admin)
-end
-
-
-local function node_id(node)
-  local status, body, json = admin("GET", "/", nil, nil, node.admin)
-  assert.equals(200, status, body)
-  return json.node_id
 end
 
 

@@ -18,32 +18,12 @@ local project = kr.project
 local lit = function(s) return "'" .. s:gsub("'", "''") .. "'" end
 
 
-local A = { name = "A", prefix = kr.prefix, proxy = kr.port_base, admin = kr.port_base + 1 }
-local B = { name = "B", prefix = kr.prefix .. "-b", proxy = kr.port_base + 2, admin = kr.port_base + 3 }
+local A, B = kr.node(0), kr.node(1)
 local DIR = project.tmp .. "/spec-11_cluster_recovery"
 local SECRET = "cluster-secret-" .. ngx.now()
 
 
-local function now()
-  ngx.update_time()
-  return ngx.now()
-end
-
-
-local function within(limit, check, what)
-  local start = now()
-  helpers.wait_until(check, limit, 0.05)
-  local took = now() - start
-  assert(took <= limit, what .. " took " .. took .. " s")
-  return took
-end
-
-
-local function ring(node)
-  local status, body, json = admin("GET", "/keyring", nil, nil, node.admin)
-  assert.equals(200, status, body)
-  return json
-end
+local now, ring, within, node_id = kr.now, kr.ring, kr.within, kr.node_id
 
 
 local function holds(node, id)
@@ -53,12 +33,6 @@ local function holds(node, id)
     end
   end
   return false
-end
-
-
-local function node_id(node)
-  local _, _, json = admin("GET", "/", nil, nil, node.admin)
-  return json.node_id
 end
 
 
@@ -128,11 +102,7 @@ describe("Plugin: keyring (cluster: trust, recovery, import, blob file) [#" .. s
     lazy_setup(function()
       helpers.get_db_utils(strategy, nil, kr.PLUGINS, kr.VAULTS)
       start_both(function(node)
-        return kr.kong_env {
-          prefix = node.prefix,
-          proxy_listen = "127.0.0.1:" .. node.proxy,
-          admin_listen = "127.0.0.1:" .. node.admin,
-        }
+        return kr.node_env(node)
       end)
       kr.wait_active_key(A.admin)
       kr.wait_active_key(B.admin)
@@ -155,12 +125,7 @@ describe("Plugin: keyring (cluster: trust, recovery, import, blob file) [#" .. s
     lazy_setup(function()
       helpers.get_db_utils(strategy, nil, kr.PLUGINS, kr.VAULTS)
       start_both(function(node)
-        return kr.kong_env {
-          prefix = node.prefix,
-          proxy_listen = "127.0.0.1:" .. node.proxy,
-          admin_listen = "127.0.0.1:" .. node.admin,
-          keyring_cluster_secret = SECRET,
-        }
+        return kr.node_env(node, { keyring_cluster_secret = SECRET })
       end)
       first = kr.wait_active_key(A.admin)
       assert.equals(first, kr.wait_active_key(B.admin))
@@ -213,14 +178,11 @@ describe("Plugin: keyring (cluster: trust, recovery, import, blob file) [#" .. s
     local plugins = {}
 
     local function env_of(node)
-      return kr.kong_env {
-        prefix = node.prefix,
-        proxy_listen = "127.0.0.1:" .. node.proxy,
-        admin_listen = "127.0.0.1:" .. node.admin,
+      return kr.node_env(node, {
         keyring_public_key = mgmt_public,
         keyring_private_key = mgmt_private,
         keyring_recovery_public_key = recovery_public,
-      }
+      })
     end
 
     lazy_setup(function()
@@ -371,14 +333,11 @@ describe("Plugin: keyring (cluster: trust, recovery, import, blob file) [#" .. s
     local path = DIR .. "/keyring.blob"
 
     local function env_of()
-      return kr.kong_env {
-        prefix = A.prefix,
-        proxy_listen = "127.0.0.1:" .. A.proxy,
-        admin_listen = "127.0.0.1:" .. A.admin,
+      return kr.node_env(A, {
         keyring_public_key = mgmt_public,
         keyring_private_key = mgmt_private,
         keyring_blob_path = path,
-      }
+      })
     end
 
     local function blob_ring()

@@ -26,9 +26,7 @@ local REVIEW_PORT = 18306     -- Kubernetes TokenReview stand-in
 local SECRET = "secret/data/kong/keyring"
 local FREQUENCY = 1           -- db_update_frequency of spec/kong_tests.conf
 
-local A = { name = "A", prefix = kr.prefix, proxy = kr.port_base, admin = kr.port_base + 1 }
-local B = { name = "B", prefix = kr.prefix .. "-b", proxy = kr.port_base + 2, admin = kr.port_base + 3 }
-local C = { name = "C", prefix = kr.prefix .. "-c", proxy = kr.port_base + 4, admin = kr.port_base + 5 }
+local A, B, C = kr.node(0), kr.node(1), kr.node(2)
 
 local CLUSTER_ONLY = {
   { "/keyring/generate" }, { "/keyring/activate", { key = "k1" } }, { "/keyring/remove", { key = "k1" } },
@@ -38,10 +36,7 @@ local CLUSTER_ONLY = {
 }
 
 
-local function now()
-  ngx.update_time()
-  return ngx.now()
-end
+local now = kr.now
 
 
 -- a fresh key text per run; its key bytes (base64 of SHA-256, computed by
@@ -83,15 +78,12 @@ end
 
 
 local function env_of(node, extra)
-  local env = kr.kong_env {
-    prefix = node.prefix,
-    proxy_listen = "127.0.0.1:" .. node.proxy .. " reuseport",
-    admin_listen = "127.0.0.1:" .. node.admin,
+  local env = kr.node_env(node, {
     keyring_strategy = "vault",
     keyring_vault_host = "http://127.0.0.1:" .. BAO_PORT,
     keyring_vault_mount = "secret",
     keyring_vault_path = "kong/keyring",
-  }
+  })
   for k, v in pairs(extra or {}) do
     env[k] = v or nil
   end
@@ -99,11 +91,7 @@ local function env_of(node, extra)
 end
 
 
-local function ring(node)
-  local status, body, json = admin("GET", "/keyring", nil, nil, node.admin)
-  assert.equals(200, status, body)
-  return json
-end
+local ring = kr.ring
 
 local function sorted(list)
   local copy = { unpack(list or {}) }

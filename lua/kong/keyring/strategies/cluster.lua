@@ -10,6 +10,7 @@
 
 local keyring = require "kong.keyring"
 local resty_lock = require "resty.lock"
+local db = require "kong.keyring.strategies.db"
 local mac = require "kong.keyring.strategies.cluster.mac"
 local exchange = require "kong.keyring.strategies.cluster.exchange"
 local blob_file = require "kong.keyring.strategies.cluster.blob_file"
@@ -97,11 +98,7 @@ end
 
 
 function _M:query(sql)
-  local res, err = self.db.connector:query(sql)
-  if not res then
-    return nil, "keyring database error: " .. tostring(err)
-  end
-  return res
+  return db.query(self.db, sql)
 end
 
 

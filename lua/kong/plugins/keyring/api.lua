@@ -14,6 +14,7 @@
 
 local cjson = require "cjson.safe"
 local keyring = require "kong.keyring"
+local db = require "kong.keyring.strategies.db"
 local state = require "kong.plugins.keyring.state"
 local errors = require "kong.plugins.keyring.errors"
 local stored = require "kong.plugins.keyring.stored"
@@ -150,11 +151,7 @@ end
 
 
 local function query(sql)
-  local res, err = kong.db.connector:query(sql)
-  if not res then
-    return nil, "keyring database error: " .. tostring(err)
-  end
-  return res
+  return db.query(kong.db, sql)
 end
 
 

@@ -9,6 +9,7 @@
 -- LEASE seconds any node takes the job over and resumes from the checkpoint.
 
 local keyring = require "kong.keyring"
+local db = require "kong.keyring.strategies.db"
 local cjson_safe = require "cjson.safe"
 local stored = require "kong.plugins.keyring.stored"
 local fields = require "kong.plugins.keyring.fields"
@@ -72,11 +73,7 @@ end
 
 
 function _M:query(sql)
-  local res, err = self.db.connector:query(sql)
-  if not res then
-    return nil, "keyring database error: " .. tostring(err)
-  end
-  return res
+  return db.query(self.db, sql)
 end
 
 
