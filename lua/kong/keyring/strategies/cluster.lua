@@ -397,12 +397,14 @@ function _M:active_in_database()
 end
 
 
---- Activates `id` in the cluster, then makes this node use the key the
--- database marks active: another activation may have been applied after
+--- Activates `id` in the cluster, once every live node holds it (staged
+-- activation; `opts.force` does not wait), then makes this node use the key
+-- the database marks active: another activation may have been applied after
 -- ours. Activations of this node's workers are serialised by a lock so
 -- that the last one to read the database is the last one to activate.
--- @return true, or nil, an error and its kind ("not_found"; "conflict": the
--- id is another key's, or a concurrent activation was applied after ours)
+-- @return true, or nil, an error, its kind ("not_found"; "conflict": the
+-- id is another key's, a concurrent activation was applied after ours, or
+-- live nodes lack the key) and then the lacking nodes' ids')
 function _M:activate(id, opts)
   local held, herr, hkind = keyring.check_value(id)
   if not held then
