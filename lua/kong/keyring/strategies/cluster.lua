@@ -404,7 +404,7 @@ end
 -- that the last one to read the database is the last one to activate.
 -- @return true, or nil, an error, its kind ("not_found"; "conflict": the
 -- id is another key's, a concurrent activation was applied after ours, or
--- live nodes lack the key) and then the lacking nodes' ids')
+-- live nodes lack the key) and then the lacking nodes' ids
 function _M:activate(id, opts)
   local held, herr, hkind = keyring.check_value(id)
   if not held then
