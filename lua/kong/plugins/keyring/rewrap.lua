@@ -407,6 +407,11 @@ local function update_sql(self, job, source, changes, checkpoint, scanned)
     end
   end
   local pk = pk_text_sql(source)
+  -- a single-column key is matched in its own type, so its index is used
+  local match = pk .. " = v.pk"
+  if source.pk_type then
+    match = fmt("t.%s = v.pk::%s", stored.column_sql({ name = source.primary_key[1] }), source.pk_type)
+  end
   local values = {}
   for _, ch in ipairs(changes) do
     local row = { text_sql(ch.pk) }
@@ -422,9 +427,9 @@ local function update_sql(self, job, source, changes, checkpoint, scanned)
   if #values > 0 then
     upd = fmt([[upd AS (
         UPDATE %s t SET %s FROM (VALUES %s) AS v(%s)
-          WHERE %s = v.pk AND %s AND EXISTS (%s)
+          WHERE %s AND %s AND EXISTS (%s)
           RETURNING %s AS pk)]],
-      t, concat(sets, ", "), concat(values, ", "), concat(names, ", "), pk,
+      t, concat(sets, ", "), concat(values, ", "), concat(names, ", "), match,
       concat(guards, " AND "), lease, pk)
   else
     upd = "upd AS (SELECT NULL::text AS pk WHERE FALSE)"
@@ -472,7 +477,12 @@ end
 -- start). @return the last pk literal (nil at the end of the table), or
 -- false when the job is no longer ours to run, or nil and an error
 function _M:batch(job, source, after, size)
-  local rows, err = self:query(select_sql(source, after, size))
+  local ok, err = self:learn_pk_type(source)
+  if not ok then
+    return nil, err
+  end
+  local rows
+  rows, err = self:query(select_sql(source, after, size))
   if not rows then
     return nil, err
   end
@@ -530,12 +540,33 @@ function _M:batch(job, source, after, size)
       return nil, err
     end
   end
-  local ok
   ok, err = self:record_errors(job, source, errors)
   if not ok then
     return nil, err
   end
   return last
+end
+
+
+-- The SQL type of a single-column primary key (`source.pk_type`, e.g.
+-- "uuid"), false for a composite one; read once from the catalog.
+function _M:learn_pk_type(source)
+  if source.pk_type ~= nil then
+    return true
+  end
+  if #source.primary_key ~= 1 then
+    source.pk_type = false
+    return true
+  end
+  local rows, err = self:query(fmt([[
+    SELECT format_type(a.atttypid, a.atttypmod) AS type FROM pg_attribute a
+      WHERE a.attrelid = to_regclass(%s) AND a.attname = %s;
+  ]], lit(stored.table_sql(source)), lit(source.primary_key[1])))
+  if not rows then
+    return nil, err
+  end
+  source.pk_type = rows[1] and rows[1].type or false
+  return true
 end
 
 
