@@ -19,3 +19,4 @@ bench/kong.sh
 echo
 bench/cluster.sh
 echo; bench/vaults.sh
+echo; bench/rewrap.sh
