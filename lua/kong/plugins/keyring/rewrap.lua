@@ -11,6 +11,7 @@
 local keyring = require "kong.keyring"
 local db = require "kong.keyring.strategies.db"
 local cjson_safe = require "cjson.safe"
+local buffer = require "string.buffer"
 local stored = require "kong.plugins.keyring.stored"
 local fields = require "kong.plugins.keyring.fields"
 local transform = require "kong.plugins.keyring.transform"
@@ -27,7 +28,12 @@ local tonumber = tonumber
 local setmetatable = setmetatable
 local concat = table.concat
 local fmt = string.format
+local find = string.find
+local sub = string.sub
+local gsub = string.gsub
+local md5 = ngx.md5
 local min = math.min
+local ceil = math.ceil
 local max = math.max
 local null = ngx.null
 local lit = stored.literal
@@ -41,6 +47,10 @@ json.encode_number_precision(16)
 
 
 local BATCH = 1000
+-- rows between yields to the worker's other requests: often under `rate`
+-- (latency matters), rarely without (throughput does)
+local YIELD_LIMITED, YIELD_UNLIMITED = 20, 200
+local THREADS = 2
 local MAX_ERRORS = 1000
 local RETRIES = 3
 
@@ -132,6 +142,25 @@ local function job_sources(job)
     end
   end
   return stored.list(set)
+end
+
+
+-- What a run checks before each batch: the job's state, runner and
+-- settings (not its progress and errors), or nil and an error.
+function _M:status(id)
+  local rows, err = self:query(fmt([[
+    SELECT id, state, runner, target, from_key, rate, tables FROM keyring_rewrap WHERE id = %s;
+  ]], lit(id)))
+  if not rows then
+    return nil, err
+  end
+  local row = rows[1]
+  if not row then
+    return nil, "job " .. id .. " is gone"
+  end
+  local rate = present(row.rate)
+  return { id = row.id, state = row.state, runner = present(row.runner), target = present(row.target),
+           from_key = present(row.from_key), rate = rate and tonumber(rate), tables = present(row.tables) }
 end
 
 
@@ -263,12 +292,39 @@ local function rewrapper(target, format, from, ctx)
 end
 
 
--- a text value (or NULL) as an SQL literal
-local function text_sql(v)
+-- `v` (or NULL) as a text literal, into the buffer `sql`: most values hold
+-- no quote, and copying them once is what makes a batch cheap
+local function put_text(sql, v)
   if v == nil then
-    return "NULL::text"
+    sql:put("NULL::text")
+  elseif find(v, "'", 1, true) then
+    sql:put("'", (gsub(v, "'", "''")), "'::text")
+  else
+    sql:put("'", v, "'::text")
   end
-  return lit(v) .. "::text"
+end
+
+
+-- A ciphertext that PostgreSQL's JSON text writes as is, between quotes,
+-- and that cannot appear there except as that value: a marked value whose
+-- id needs no escaping (a plaintext value could equal another field's).
+local function swappable(s)
+  return find(s, "^%$ke%$%d%$%-") ~= nil and not find(s, '["\\%c]')
+end
+
+
+-- `text` (JSON) with each quoted `swaps[i]` replaced by `swaps[i + 1]`,
+-- without decoding and encoding the document again
+local function swap(text, swaps)
+  for i = 1, #swaps, 2 do
+    local from, to = '"' .. swaps[i] .. '"', '"' .. swaps[i + 1] .. '"'
+    local s, e = find(text, from, 1, true)
+    while s do
+      text = sub(text, 1, s - 1) .. to .. sub(text, e + 1)
+      s, e = find(text, from, s + #to, true)
+    end
+  end
+  return text
 end
 
 
@@ -293,12 +349,22 @@ local function rewrap_row(source, row, rewrap)
       else
         local doc = json.decode(v)
         local touched = false
+        -- (old, new) pairs that can be swapped in the JSON text itself
+        local swaps, whole = {}, false
         local function fn(s, path)
           local out, err = rewrap(s)
           if not out then
             return nil, path .. ": " .. tostring(err)
           end
-          touched = touched or out ~= s
+          if out ~= s then
+            touched = true
+            if swappable(s) and swappable(out) then
+              swaps[#swaps + 1] = s
+              swaps[#swaps + 1] = out
+            else
+              whole = true
+            end
+          end
           return out
         end
         local ok, err
@@ -313,7 +379,7 @@ local function rewrap_row(source, row, rewrap)
           return nil, err
         end
         if touched then
-          new[i], changed = json.encode(doc), true
+          new[i], changed = whole and json.encode(doc) or swap(v, swaps), true
         end
       end
     end
@@ -385,10 +451,11 @@ local function context_of(source, row)
 end
 
 
--- The UPDATE of changed rows, guarded by the old values and the job's lease,
--- plus the job's checkpoint and progress, in one statement.
+-- The UPDATE of changed rows, guarded by the MD5 of each column as it was
+-- read (so only the new values are sent) and by the job's lease, plus the
+-- job's checkpoint and progress, in one statement. Built in one buffer: a
+-- batch of JSON configs is megabytes of SQL.
 local function update_sql(self, job, source, changes, checkpoint, scanned)
-  local t = stored.table_sql(source)
   local names, sets, guards = { "pk" }, {}, {}
   for i, c in ipairs(source.columns) do
     local col = stored.column_sql(c)
@@ -396,14 +463,14 @@ local function update_sql(self, job, source, changes, checkpoint, scanned)
     names[#names + 1] = "n" .. i
     if c.storage == "text" then
       sets[#sets + 1] = fmt("%s = v.n%d", col, i)
-      guards[#guards + 1] = fmt("t.%s IS NOT DISTINCT FROM v.o%d", col, i)
+      guards[#guards + 1] = fmt("md5(t.%s) IS NOT DISTINCT FROM v.o%d", col, i)
     elseif c.storage == "text[]" then
       sets[#sets + 1] = fmt("%s = CASE WHEN v.n%d IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(v.n%d::jsonb)) END",
                             col, i, i)
-      guards[#guards + 1] = fmt("to_jsonb(t.%s) IS NOT DISTINCT FROM v.o%d::jsonb", col, i)
+      guards[#guards + 1] = fmt("md5(to_jsonb(t.%s)::text) IS NOT DISTINCT FROM v.o%d", col, i)
     else
       sets[#sets + 1] = fmt("%s = v.n%d::jsonb", col, i)
-      guards[#guards + 1] = fmt("t.%s IS NOT DISTINCT FROM v.o%d::jsonb", col, i)
+      guards[#guards + 1] = fmt("md5(to_jsonb(t.%s)::text) IS NOT DISTINCT FROM v.o%d", col, i)
     end
   end
   local pk = pk_text_sql(source)
@@ -412,31 +479,31 @@ local function update_sql(self, job, source, changes, checkpoint, scanned)
   if source.pk_type then
     match = fmt("t.%s = v.pk::%s", stored.column_sql({ name = source.primary_key[1] }), source.pk_type)
   end
-  local values = {}
-  for _, ch in ipairs(changes) do
-    local row = { text_sql(ch.pk) }
-    for i in ipairs(source.columns) do
-      row[#row + 1] = text_sql(ch.old[i])
-      row[#row + 1] = text_sql(ch.new[i])
-    end
-    values[#values + 1] = "(" .. concat(row, ", ") .. ")"
-  end
   local lease = fmt("SELECT 1 FROM keyring_rewrap WHERE id = %s AND runner = %s AND state = 'running'",
                     lit(job.id), lit(self.token))
-  local upd
-  if #values > 0 then
-    upd = fmt([[upd AS (
-        UPDATE %s t SET %s FROM (VALUES %s) AS v(%s)
-          WHERE %s AND %s AND EXISTS (%s)
-          RETURNING %s AS pk)]],
-      t, concat(sets, ", "), concat(values, ", "), concat(names, ", "), match,
-      concat(guards, " AND "), lease, pk)
+
+  local sql = buffer.new()
+  sql:put("WITH upd AS (")
+  if #changes > 0 then
+    sql:put("UPDATE ", stored.table_sql(source), " t SET ", concat(sets, ", "), " FROM (VALUES ")
+    for n, ch in ipairs(changes) do
+      sql:put(n == 1 and "(" or ", (")
+      put_text(sql, ch.pk)
+      for i in ipairs(source.columns) do
+        sql:put(", ")
+        put_text(sql, ch.old[i] and md5(ch.old[i]))
+        sql:put(", ")
+        put_text(sql, ch.new[i])
+      end
+      sql:put(")")
+    end
+    sql:put(") AS v(", concat(names, ", "), ") WHERE ", match, " AND ", concat(guards, " AND "),
+            " AND EXISTS (", lease, ") RETURNING ", pk, " AS pk)")
   else
-    upd = "upd AS (SELECT NULL::text AS pk WHERE FALSE)"
+    sql:put("SELECT NULL::text AS pk WHERE FALSE)")
   end
   local label = lit(source.label)
-  return fmt([[
-    WITH %s,
+  sql:putf([[,
     job AS (
       UPDATE keyring_rewrap SET
           checkpoint = jsonb_set(checkpoint, ARRAY[%s], to_jsonb(%s::text)),
@@ -450,8 +517,9 @@ local function update_sql(self, job, source, changes, checkpoint, scanned)
         WHERE id = %s AND runner = %s AND state = 'running'
         RETURNING id)
     SELECT (SELECT count(*) FROM job) AS leased, (SELECT string_agg(pk, ' ') FROM upd) AS done;
-  ]], upd, label, lit(checkpoint), label, label, scanned, label, label, scanned, scanned, lit(job.id),
+  ]], label, lit(checkpoint), label, label, scanned, label, label, scanned, scanned, lit(job.id),
       lit(self.token))
+  return sql:tostring()
 end
 
 
@@ -495,7 +563,12 @@ function _M:batch(job, source, after, size)
   local pending = rows
   for attempt = 1, RETRIES do
     local changes, waiting = {}, {}
-    for _, row in ipairs(pending) do
+    for n, row in ipairs(pending) do
+      if n % (job.rate and YIELD_LIMITED or YIELD_UNLIMITED) == 0 then
+        -- let the worker serve requests between rows (the job runs in a
+        -- timer of an Admin API or proxy worker)
+        ngx.sleep(0)
+      end
       local rewrap = rewrapper(job.target, self.format, job.from_key, context_of(source, row))
       local new, rerr = rewrap_row(source, row, rewrap)
       if new == nil then
@@ -570,55 +643,99 @@ function _M:learn_pk_type(source)
 end
 
 
+-- One source of job `id` from `after` (its checkpoint) to its end, batch
+-- after batch; `pace` (shared by the run's threads) keeps `rate`.
+-- @return "done", "stopped" (paused, cancelled, taken over, gone) or "retarget"
+function _M:run_source(id, source, after, pace)
+  local label = source.label
+  while after ~= "done" do
+    local job, err = self:status(id)
+    if not job or job.state ~= "running" or job.runner ~= self.token then
+      log(ngx.NOTICE, "job ", id, " stopped here: ", err or (job and job.state or "gone"))
+      return "stopped"
+    end
+    if keyring.active_id() ~= job.target then
+      return "retarget"
+    end
+    -- under `rate`, twenty batches a second: shorter pauses for the worker
+    local size = job.rate and min(BATCH, max(1, ceil(job.rate / 20))) or BATCH
+    local last
+    last, err = self:batch(job, source, after, size)
+    if last == false then
+      log(ngx.NOTICE, "job ", id, " is no longer run by this node")
+      return "stopped"
+    end
+    if err then
+      log(ngx.ERR, "batch of ", label, " failed: ", err)
+      ngx.sleep(1)
+    elseif last == nil then
+      after = "done"
+      local ok, cerr = self:query(fmt([[
+        UPDATE keyring_rewrap SET checkpoint = jsonb_set(checkpoint, ARRAY[%s], '"done"')
+          WHERE id = %s AND runner = %s;
+      ]], lit(label), lit(id), lit(self.token)))
+      if not ok then
+        log(ngx.ERR, cerr)
+      end
+    else
+      after = last
+      pace.rows = pace.rows + size
+      if job.rate then
+        local wait = pace.rows / job.rate - (now() - pace.started)
+        if wait > 0 then
+          ngx.sleep(wait)
+        end
+      end
+    end
+  end
+  return "done"
+end
+
+
 --- Runs job `id` in this worker until it is done, paused, cancelled or
--- taken over (a timer).
+-- taken over (a timer). Without `rate`, THREADS sources are rewrapped at
+-- once: the worker prepares one batch while PostgreSQL writes another.
 function _M:run(id)
   local job, err = self:latest()
   if not job or job.id ~= id then
     return log(ngx.ERR, "job ", id, " vanished: ", err)
   end
   log(ngx.NOTICE, "job ", id, " running on this node, target key '", job.target, "'")
-  local started, rows = now(), 0
-  for _, source in ipairs(job_sources(job)) do
-    local label = source.label
-    local after = job.checkpoint[label]
-    while after ~= "done" do
-      job, err = self:latest()
-      if not job or job.id ~= id or job.state ~= "running" or job.runner ~= self.token then
-        return log(ngx.NOTICE, "job ", id, " stopped here: ", err or (job and job.state or "gone"))
+  local queue = job_sources(job)
+  local next_source = 0
+  local pace = { started = now(), rows = 0 }
+  local outcome = "done"
+
+  local function worker()
+    while outcome == "done" do
+      next_source = next_source + 1
+      local source = queue[next_source]
+      if not source then
+        return
       end
-      if keyring.active_id() ~= job.target then
-        return self:retarget(job)
-      end
-      local size = job.rate and min(BATCH, max(1, job.rate)) or BATCH
-      local last
-      last, err = self:batch(job, source, after ~= nil and after or nil, size)
-      if last == false then
-        return log(ngx.NOTICE, "job ", id, " is no longer run by this node")
-      end
-      if err then
-        log(ngx.ERR, "batch of ", label, " failed: ", err)
-        ngx.sleep(1)
-      elseif last == nil then
-        after = "done"
-        local ok, cerr = self:query(fmt([[
-          UPDATE keyring_rewrap SET checkpoint = jsonb_set(checkpoint, ARRAY[%s], '"done"')
-            WHERE id = %s AND runner = %s;
-        ]], lit(label), lit(id), lit(self.token)))
-        if not ok then
-          log(ngx.ERR, cerr)
-        end
-      else
-        after = last
-        rows = rows + size
-        if job.rate then
-          local wait = rows / job.rate - (now() - started)
-          if wait > 0 then
-            ngx.sleep(wait)
-          end
-        end
+      local result = self:run_source(id, source, job.checkpoint[source.label], pace)
+      if result ~= "done" then
+        outcome = result
       end
     end
+  end
+
+  local threads = {}
+  for i = 1, job.rate and 1 or THREADS do
+    threads[i] = ngx.thread.spawn(worker)
+  end
+  for _, thread in ipairs(threads) do
+    local ok, terr = ngx.thread.wait(thread)
+    if not ok then
+      error(terr, 0)
+    end
+  end
+
+  if outcome == "retarget" then
+    return self:retarget(job)
+  end
+  if outcome == "stopped" then
+    return
   end
   local ok
   ok, err = self:query(fmt([[
@@ -666,7 +783,16 @@ function _M:run_here(id, token)
     end
     local pok, perr = pcall(run.run, run, id)
     if not pok then
-      log(ngx.ERR, "job ", id, " failed here: ", perr)
+      -- a fault of ours, not of the data: stop the job rather than retry it forever
+      log(ngx.ERR, "job ", id, " failed: ", perr)
+      local ok, err = run:query(fmt([[
+        UPDATE keyring_rewrap SET state = 'failed', finished_at = CURRENT_TIMESTAMP,
+            errors = errors || jsonb_build_array(jsonb_build_object('error', %s::text))
+          WHERE id = %s AND runner = %s;
+      ]], lit("job failed: " .. tostring(perr)), lit(id), lit(token)))
+      if not ok then
+        log(ngx.ERR, "cannot mark job ", id, " failed: ", err)
+      end
     end
   end)
   if not ok then
