@@ -1,5 +1,6 @@
--- CLOCK_MONOTONIC in microseconds: one clock shared by every process of the
--- machine, so two nginx workers can time one event between them.
+-- Clocks of the benches: CLOCK_MONOTONIC in microseconds (one clock shared
+-- by every process of the machine, so two nginx workers can time one event
+-- between them), and nginx's clock with polling for the real-Kong drivers.
 local ffi = require "ffi"
 
 ffi.cdef [[
@@ -16,5 +17,24 @@ function _M.now_us()
   ffi.C.clock_gettime(CLOCK_MONOTONIC, ts)
   return tonumber(ts.tv_sec) * 1e6 + tonumber(ts.tv_nsec) / 1e3
 end
+
+--- nginx's clock, updated (seconds, ms resolution).
+function _M.now()
+  ngx.update_time()
+  return ngx.now()
+end
+
+
+--- Polls `check` every 10 ms: the seconds it took, or nil after `limit`.
+function _M.wait_for(limit, check)
+  local start = _M.now()
+  while _M.now() - start < limit do
+    if check() then
+      return _M.now() - start
+    end
+    ngx.sleep(0.01)
+  end
+end
+
 
 return _M

@@ -41,5 +41,5 @@ export KONG_ADMIN_GUI_LISTEN=off KONG_STATUS_LISTEN=off KONG_STREAM_LISTEN=off K
 export KONG_PROXY_ACCESS_LOG=off KONG_ADMIN_ACCESS_LOG=off
 unset KONG_PREFIX KONG_PROXY_LISTEN KONG_ADMIN_LISTEN   # per node
 
-resty "$ROOT/bench/cluster_bench.lua" prefix="$DIR" port=18700 pg_port="$PG_PORT" \
+resty -I "$ROOT/bench" "$ROOT/bench/cluster_bench.lua" prefix="$DIR" port=18700 pg_port="$PG_PORT" \
   frequencies="${BENCH_CLUSTER_FREQUENCIES:-1,5}" rounds="${BENCH_CLUSTER_ROUNDS:-5}"

@@ -13,6 +13,7 @@
 --   resty cluster_bench.lua prefix=DIR port=BASE frequencies=1,5 rounds=5 env_file=FILE
 
 local http = require "resty.http"
+local clock = require "bench_clock"
 local cjson = require "cjson.safe"
 
 
@@ -26,10 +27,7 @@ local BASE = tonumber(args.port or 18700)
 local ROUNDS = tonumber(args.rounds or 5)
 
 
-local function now()
-  ngx.update_time()
-  return ngx.now()
-end
+local now = clock.now
 
 
 local function sh(cmd)
@@ -53,16 +51,7 @@ local function call(port, method, path, body)
 end
 
 
--- polls `check` every 10 ms; the seconds it took, or nil after `limit`
-local function wait_for(limit, check)
-  local start = now()
-  while now() - start < limit do
-    if check() then
-      return now() - start
-    end
-    ngx.sleep(0.01)
-  end
-end
+local wait_for = clock.wait_for
 
 
 local function node(name, i)

@@ -61,15 +61,7 @@ local function ok_call(want, method, path, body)
 end
 
 
-local function wait_for(limit, check)
-  local start = now()
-  while now() - start < limit do
-    if check() then
-      return now() - start
-    end
-    ngx.sleep(0.01)
-  end
-end
+local wait_for = clock.wait_for
 
 
 local function sh(cmd)
