@@ -721,12 +721,16 @@ describe("Plugin: keyring (write paths of encrypted fields) [#" .. strategy .. "
            .. "WHERE id = '" .. other.id .. "')) WHERE id = '" .. broken.id .. "'")
       local status, body = admin("PATCH", "/plugins/" .. other.id, { config = other.config })
       assert.equals(200, status, body)
-      on_both_workers(function()
-        return proxy("GET", other.path)
-      end, function(s, json, b)
-        assert.equals(200, s, b)
-        assert_config(other.config, json.config)
-      end)
+      -- Kong rebuilds each worker's plugins iterator after the change's
+      -- event reached it: allow it a moment, then both must serve the change
+      helpers.wait_until(function()
+        return pcall(on_both_workers, function()
+          return proxy("GET", other.path)
+        end, function(s, json, b)
+          assert.equals(200, s, b)
+          assert_config(other.config, json.config)
+        end)
+      end, 10)
     end)
   end)
 
