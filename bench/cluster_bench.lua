@@ -10,11 +10,10 @@
 -- 0.5 s, restart ≤ 2 × frequency + 0.5 s. In-node propagation between
 -- workers is bench/propagation.lua's figure.
 --
---   resty cluster_bench.lua prefix=DIR port=BASE frequencies=1,5 rounds=5 env_file=FILE
+--   resty -I bench cluster_bench.lua prefix=DIR port=BASE pg_port=PORT frequencies=1,5 rounds=5
 
-local http = require "resty.http"
+local bench_http = require "bench_http"
 local clock = require "bench_clock"
-local cjson = require "cjson.safe"
 
 
 local args = {}
@@ -36,19 +35,7 @@ local function sh(cmd)
 end
 
 
-local function call(port, method, path, body)
-  local c = http.new()
-  c:set_timeout(30000)
-  local res, err = c:request_uri("http://127.0.0.1:" .. port .. path, {
-    method = method,
-    body = body and cjson.encode(body) or nil,
-    headers = body and { ["Content-Type"] = "application/json" } or nil,
-  })
-  if not res then
-    return nil, err
-  end
-  return res.status, cjson.decode(res.body or "") or res.body
-end
+local call = bench_http.call
 
 
 local wait_for = clock.wait_for

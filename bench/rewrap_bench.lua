@@ -11,7 +11,7 @@
 --
 --   resty -I spec -I bench rewrap_bench.lua admin=PORT dir=DIR psql="psql ... -d DB" rows=N rate=R requests=N
 
-local http = require "resty.http"
+local bench_http = require "bench_http"
 local cjson = require "cjson.safe"
 local keyring = require "kong.keyring"
 local rd = require "rewrap_data"
@@ -39,17 +39,7 @@ end
 
 
 local function call(method, path, body)
-  local c = http.new()
-  c:set_timeout(60000)
-  local res, err = c:request_uri("http://127.0.0.1:" .. ADMIN .. path, {
-    method = method,
-    body = body and cjson.encode(body) or nil,
-    headers = body and { ["Content-Type"] = "application/json" } or nil,
-  })
-  if not res then
-    return nil, err
-  end
-  return res.status, cjson.decode(res.body or "") or res.body
+  return bench_http.call(ADMIN, method, path, body, 60000)
 end
 
 

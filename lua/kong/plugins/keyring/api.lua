@@ -24,7 +24,6 @@ local rewrap = require "kong.plugins.keyring.rewrap"
 local kong = kong
 local ngx = ngx
 local type = type
-local next = next
 local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
@@ -72,7 +71,7 @@ local function ring_json(ids, active, extra)
     body = body .. ',"missing":' .. json_array(extra.missing)
   end
   if extra.encryptions then
-    body = body .. ',"encryptions":' .. (next(extra.encryptions) and cjson.encode(extra.encryptions) or "{}")
+    body = body .. ',"encryptions":' .. cjson.encode(extra.encryptions)
   end
   if extra.warnings and #extra.warnings > 0 then
     body = body .. ',"warnings":' .. json_array(extra.warnings)

@@ -1,12 +1,13 @@
 -- The rewrap job (docs/design.md, "Rewrap"): re-encrypts every stored value
 -- that is not under the active key (and plaintext left from before the
 -- keyring, and v1 values) with the row context of the DAO path, in SQL
--- batches. Each batch is one statement: the rows' UPDATE (only where every
--- column still holds what was read: a concurrent Admin API write is never
--- overwritten; such rows are read again), the job's checkpoint and its
--- lease. One job per cluster (a unique index on live jobs); the node that
--- runs it renews its lease every batch, and when the lease is older than
--- LEASE seconds any node takes the job over and resumes from the checkpoint.
+-- batches. Each batch is one statement: the rows' UPDATE (only where the
+-- MD5 of every column is still that of what was read: a concurrent Admin
+-- API write is never overwritten; such rows are read again), the job's
+-- checkpoint and its lease. One job per cluster (a unique index on live
+-- jobs); the run that holds the lease renews it every batch, and when it is
+-- older than `lease` seconds any node takes the job over and resumes from
+-- the checkpoint.
 
 local keyring = require "kong.keyring"
 local db = require "kong.keyring.strategies.db"
@@ -19,7 +20,6 @@ local uuid = require("kong.tools.uuid").uuid
 
 
 local ngx = ngx
-local type = type
 local pcall = pcall
 local pairs = pairs
 local ipairs = ipairs
@@ -91,8 +91,7 @@ local JOB_COLUMNS = [[
   id, state, target, from_key, rate, tables, node_id, runner, rows_done, rows_total, rewritten,
   run_rows, checkpoint::text AS checkpoint, progress::text AS progress, errors::text AS errors,
   extract(epoch FROM started_at) AS started_at, extract(epoch FROM updated_at) AS updated_at,
-  extract(epoch FROM finished_at) AS finished_at, extract(epoch FROM run_started_at) AS run_started_at,
-  extract(epoch FROM CURRENT_TIMESTAMP - heartbeat) AS lease_age
+  extract(epoch FROM finished_at) AS finished_at, extract(epoch FROM run_started_at) AS run_started_at
 ]]
 
 
@@ -115,7 +114,7 @@ local function decode_job(row)
   job.progress = json.decode(job.progress or "{}") or {}
   job.errors = json.decode(job.errors or "[]") or {}
   for _, k in ipairs({ "rows_done", "rows_total", "rewritten", "run_rows", "rate", "started_at", "updated_at",
-                       "finished_at", "run_started_at", "lease_age" }) do
+                       "finished_at", "run_started_at" }) do
     job[k] = tonumber(job[k])
   end
   return job
@@ -393,7 +392,7 @@ end
 local function pk_text_sql(source)
   local parts = {}
   for i, name in ipairs(source.primary_key) do
-    parts[i] = "t." .. stored.column_sql({ name = name }) .. "::text"
+    parts[i] = "t." .. stored.ident(name) .. "::text"
   end
   return #parts == 1 and parts[1] or ("concat_ws(',', " .. concat(parts, ", ") .. ")")
 end
@@ -405,7 +404,7 @@ local function select_sql(source, after, limit, only)
   local cols = { pk_text_sql(source) .. " AS pk" }
   local pk = {}
   for i, name in ipairs(source.primary_key) do
-    pk[i] = "t." .. stored.column_sql({ name = name })
+    pk[i] = "t." .. stored.ident(name)
     cols[#cols + 1] = fmt("%s::text AS pk_%d", pk[i], i)
   end
   for _, c in ipairs(source.columns) do
@@ -477,7 +476,7 @@ local function update_sql(self, job, source, changes, checkpoint, scanned)
   -- a single-column key is matched in its own type, so its index is used
   local match = pk .. " = v.pk"
   if source.pk_type then
-    match = fmt("t.%s = v.pk::%s", stored.column_sql({ name = source.primary_key[1] }), source.pk_type)
+    match = fmt("t.%s = v.pk::%s", stored.ident(source.primary_key[1]), source.pk_type)
   end
   local lease = fmt("SELECT 1 FROM keyring_rewrap WHERE id = %s AND runner = %s AND state = 'running'",
                     lit(job.id), lit(self.token))

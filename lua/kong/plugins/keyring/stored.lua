@@ -42,6 +42,7 @@ end
 local function quote_ident(name)
   return '"' .. tostring(name):gsub('"', '""') .. '"'
 end
+_M.ident = quote_ident
 
 
 local function quote_literal(s)
@@ -139,6 +140,7 @@ function _M.where_sql(source)
 end
 
 
+--- The quoted name of a source's column.
 function _M.column_sql(column)
   return quote_ident(column.name)
 end

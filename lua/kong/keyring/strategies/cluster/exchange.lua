@@ -27,7 +27,6 @@ local pcall = pcall
 local pairs = pairs
 local ipairs = ipairs
 local min = math.min
-local tostring = tostring
 local concat = table.concat
 local setmetatable = setmetatable
 local now = ngx.now
