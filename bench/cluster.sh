@@ -11,6 +11,8 @@ ROOT=$PWD
 DIR=$ROOT/.tmp/bench-cluster
 PG_PORT=${PGPORT:-55432}
 PG_STARTED=0
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 cleanup() {
   local rc=$?
@@ -24,21 +26,9 @@ cleanup() {
 }
 trap cleanup EXIT
 
-rm -rf "$DIR"
-mkdir -p "$DIR"
-scripts/kong.sh install >"$DIR/install.log" 2>&1 || { cat "$DIR/install.log" >&2; exit 1; }
-# shellcheck disable=SC1090
-. <(scripts/kong.sh env)
-if ! scripts/pg.sh status >/dev/null 2>&1; then
-  scripts/pg.sh start >/dev/null
-  PG_STARTED=1
-fi
-
-export KONG_DATABASE=postgres KONG_PG_HOST=127.0.0.1 KONG_PG_PORT=$PG_PORT KONG_PG_USER=postgres
-export KONG_PG_DATABASE=kk_bench_cluster KONG_PLUGINS=bundled,keyring KONG_KEYRING_ENABLED=on
-export KONG_NGINX_WORKER_PROCESSES=2 KONG_DNS_RESOLVER=127.0.0.1:53 KONG_ANONYMOUS_REPORTS=off
-export KONG_ADMIN_GUI_LISTEN=off KONG_STATUS_LISTEN=off KONG_STREAM_LISTEN=off KONG_CLUSTER_LISTEN=off
-export KONG_PROXY_ACCESS_LOG=off KONG_ADMIN_ACCESS_LOG=off
+bench_prepare "$DIR" 18700 18701 18710 18711
+bench_kong_env kk_bench_cluster
+export KONG_PLUGINS=bundled,keyring KONG_KEYRING_ENABLED=on
 unset KONG_PREFIX KONG_PROXY_LISTEN KONG_ADMIN_LISTEN   # per node
 
 resty -I "$ROOT/bench" "$ROOT/bench/cluster_bench.lua" prefix="$DIR" port=18700 pg_port="$PG_PORT" \

@@ -23,8 +23,8 @@ PG_STARTED=0
 START=$(date +%s)
 
 die() { echo "bench/rewrap.sh: $*" >&2; exit 1; }
-pg() { PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres "$@"; }
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 cleanup() {
   local rc=$?
@@ -39,24 +39,9 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for p in $PROXY $ADMIN; do
-  if port_busy "$p"; then die "127.0.0.1:$p is in use"; fi
-done
-rm -rf "$DIR"
-mkdir -p "$DIR"
-scripts/kong.sh install >"$DIR/install.log" 2>&1 || { cat "$DIR/install.log" >&2; die "installing the rock failed"; }
-# shellcheck disable=SC1090
-. <(scripts/kong.sh env)
-if ! scripts/pg.sh status >/dev/null 2>&1; then
-  scripts/pg.sh start >/dev/null
-  PG_STARTED=1
-fi
-
-export KONG_DATABASE=postgres KONG_PG_HOST=127.0.0.1 KONG_PG_PORT=$PG_PORT KONG_PG_USER=postgres
-export KONG_PG_DATABASE=kk_bench_rewrap KONG_PLUGINS=bundled,keyring KONG_KEYRING_ENABLED=on
-export KONG_NGINX_WORKER_PROCESSES=2 KONG_DNS_RESOLVER=127.0.0.1:53 KONG_ANONYMOUS_REPORTS=off
-export KONG_ADMIN_GUI_LISTEN=off KONG_STATUS_LISTEN=off KONG_STREAM_LISTEN=off KONG_CLUSTER_LISTEN=off
-export KONG_PROXY_ACCESS_LOG=off KONG_ADMIN_ACCESS_LOG=off KONG_DB_UPDATE_FREQUENCY=1
+bench_prepare "$DIR" $PROXY $ADMIN || die "cannot prepare the bench"
+bench_kong_env kk_bench_rewrap
+export KONG_PLUGINS=bundled,keyring KONG_KEYRING_ENABLED=on KONG_DB_UPDATE_FREQUENCY=1
 export KONG_PREFIX=$PREFIX KONG_PROXY_LISTEN=127.0.0.1:$PROXY KONG_ADMIN_LISTEN=127.0.0.1:$ADMIN
 pg -q -c "DROP DATABASE IF EXISTS kk_bench_rewrap WITH (FORCE)" -c "CREATE DATABASE kk_bench_rewrap" >/dev/null
 kong migrations bootstrap >"$DIR/migrations.log" 2>&1 || { tail -n 20 "$DIR/migrations.log" >&2; die "kong migrations bootstrap failed"; }

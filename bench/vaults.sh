@@ -24,8 +24,8 @@ START=$(date +%s)
 
 die() { echo "bench/vaults.sh: $*" >&2; exit 1; }
 log() { echo "  [vault bench] $*" >&2; }
-pg() { PGOPTIONS="-c client_min_messages=warning" psql -h 127.0.0.1 -p "$PG_PORT" -U postgres -d postgres "$@"; }
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 bao() { BAO_PORT=$BAO BAO_DIR=$DIR/openbao scripts/openbao.sh "$@"; }
 
 cleanup() {
@@ -43,31 +43,16 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 command -v wrk >/dev/null || die "wrk is missing: run 'make deps'"
-for p in $PROXY $ADMIN $BAO $((BAO + 1)); do
-  if port_busy "$p"; then die "127.0.0.1:$p is in use"; fi
-done
-rm -rf "$DIR"
-mkdir -p "$DIR"
-
-scripts/kong.sh install >"$DIR/install.log" 2>&1 || { cat "$DIR/install.log" >&2; die "installing the rock failed"; }
-# shellcheck disable=SC1090
-. <(scripts/kong.sh env)
-if ! scripts/pg.sh status >/dev/null 2>&1; then
-  scripts/pg.sh start >/dev/null
-  PG_STARTED=1
-fi
+bench_prepare "$DIR" $PROXY $ADMIN $BAO $((BAO + 1)) || die "cannot prepare the bench"
 bao start >/dev/null
 
-export KONG_PREFIX=$PREFIX KONG_DATABASE=postgres KONG_PG_HOST=127.0.0.1 KONG_PG_PORT=$PG_PORT
-export KONG_PG_USER=postgres KONG_PG_DATABASE=kk_bench_vault
+bench_kong_env kk_bench_vault
+export KONG_PREFIX=$PREFIX
 export KONG_PLUGINS=bundled,ref-probe KONG_VAULTS=bundled,hcv KONG_VAULT_ROTATION_INTERVAL=1
 export KONG_VAULT_HCV_PROTOCOL=http KONG_VAULT_HCV_HOST=127.0.0.1 KONG_VAULT_HCV_PORT=$BAO
 export KONG_VAULT_HCV_KV=v2 KONG_VAULT_HCV_TOKEN=root
 export KONG_LUA_PACKAGE_PATH="$ROOT/spec/fixtures/?.lua;$ROOT/spec/fixtures/?/init.lua"
-export KONG_NGINX_WORKER_PROCESSES=2 KONG_DNS_RESOLVER=127.0.0.1:53 KONG_ANONYMOUS_REPORTS=off
 export KONG_PROXY_LISTEN="127.0.0.1:$PROXY reuseport" KONG_ADMIN_LISTEN=127.0.0.1:$ADMIN
-export KONG_ADMIN_GUI_LISTEN=off KONG_STATUS_LISTEN=off KONG_STREAM_LISTEN=off KONG_CLUSTER_LISTEN=off
-export KONG_PROXY_ACCESS_LOG=off KONG_ADMIN_ACCESS_LOG=off
 pg -q -c "DROP DATABASE IF EXISTS kk_bench_vault WITH (FORCE)" -c "CREATE DATABASE kk_bench_vault" >/dev/null
 kong migrations bootstrap >"$DIR/migrations.log" 2>&1 || { tail -n 20 "$DIR/migrations.log" >&2; die "migrations failed"; }
 kong start >"$DIR/start.log" 2>&1 || { tail -n 20 "$DIR/start.log" >&2; die "kong start failed"; }

@@ -340,3 +340,7 @@ end
 print(fmt("rotation: all %d references served their new value %.1f s after the run", opts.refs, settle))
 print(fmt("overhead rounds ref: %s  inline: %s  (req/s)", list(rps.ref), list(rps.inline)))
 progress("measured in %.0f s", ngx.now() - started)
+-- a missed target fails this part of `make bench`, as in the other parts
+if p99_ratio > 2 then
+  os.exit(1)
+end
