@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::format::{self, KeyBytes, KeyId, Parsed, MARKER, MAX_PLAINTEXT, NONCE_LEN, TAG_LEN};
 use crate::region::{fork_epoch, fork_epoch_registered, Region};
 use crate::rng::{self, WorkerRng};
-use crate::secure_mem::{scrub_stack, LockedBuf, LockedVec};
+use crate::secure_mem::{clear_vector_registers, scrub_stack, LockedBuf, LockedVec};
 
 /// Which format `encrypt` writes (docs/formats.md, "When to write v1";
 /// `keyring_write_format`).
@@ -165,7 +165,11 @@ impl Keyring {
             if cache.generation != generation || cache.instance != instance || cache.epoch != fork_epoch_registered() {
                 self.refresh_and_scrub(&mut cache, instance)?;
             }
-            Ok(f(&mut cache))
+            let out = f(&mut cache);
+            // AES-NI leaves round keys in the vector registers, which a core
+            // dump records
+            clear_vector_registers();
+            Ok(out)
         })
     }
 

@@ -539,6 +539,27 @@ pub fn scrub_stack() {
     core::hint::black_box(&area);
 }
 
+/// Zeroes the SIMD registers ymm0-15 (`vzeroall`, when the CPU has AVX):
+/// AES-NI code leaves round keys in them after a call, and a core dump
+/// records the registers of every thread.
+#[inline]
+pub fn clear_vector_registers() {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked just above), which is all
+        // `vzeroall` needs; it only zeroes ymm0-15, and the compiler treats
+        // the intrinsic as clobbering them, so no live value is lost.
+        unsafe { zero_all_avx() }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn zero_all_avx() {
+    core::arch::x86_64::_mm256_zeroall();
+}
+
+
 /// Maps and locks one page to learn whether this process may lock memory.
 pub fn lock_probe() -> Result<()> {
     let pages = Pages::map(1)?;
