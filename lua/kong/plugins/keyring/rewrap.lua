@@ -653,7 +653,14 @@ function _M:run_source(id, source, after, pace)
       log(ngx.NOTICE, "job ", id, " stopped here: ", err or (job and job.state or "gone"))
       return "stopped"
     end
-    if keyring.active_id() ~= job.target then
+    local active = keyring.active_id()
+    if not active then
+      -- not ready (a restarted node before the others send its keys): let
+      -- the lease lapse and a node that holds the keys take the job over
+      log(ngx.NOTICE, "job ", id, " stopped here: no active key on this node")
+      return "stopped"
+    end
+    if active ~= job.target then
       return "retarget"
     end
     -- under `rate`, twenty batches a second: shorter pauses for the worker
@@ -802,8 +809,12 @@ end
 
 --- Called every round (worker 0): takes over a running job whose lease is
 -- older than LEASE seconds (its node died), or that was resumed and has
--- no runner yet.
+-- no runner yet, once this node has an active key.
 function _M:adopt()
+  if not keyring.active_id() then
+    -- a node without its keys yet would "retarget" the job to no key
+    return true
+  end
   local token = self:new_token()
   local rows, err = self:query(fmt([[
     UPDATE keyring_rewrap SET node_id = %s, runner = %s, heartbeat = CURRENT_TIMESTAMP,
