@@ -2,8 +2,8 @@
 -- that is not under the active key (and plaintext left from before the
 -- keyring, and v1 values) with the row context of the DAO path, in SQL
 -- batches. Each batch is one statement: the rows' UPDATE (only where the
--- MD5 of every column is still that of what was read: a concurrent Admin
--- API write is never overwritten; such rows are read again), the job's
+-- row's version, its `xmin`, is still the one read: a concurrent Admin API
+-- write is never overwritten; such rows are read again), the job's
 -- checkpoint and its lease. One job per cluster (a unique index on live
 -- jobs); the run that holds the lease renews it every batch, and when it is
 -- older than `lease` seconds any node takes the job over and resumes from
@@ -21,6 +21,7 @@ local uuid = require("kong.tools.uuid").uuid
 
 local ngx = ngx
 local pcall = pcall
+local type = type
 local pairs = pairs
 local ipairs = ipairs
 local tostring = tostring
@@ -29,9 +30,8 @@ local setmetatable = setmetatable
 local concat = table.concat
 local fmt = string.format
 local find = string.find
-local sub = string.sub
+local match = string.match
 local gsub = string.gsub
-local md5 = ngx.md5
 local min = math.min
 local ceil = math.ceil
 local max = math.max
@@ -50,7 +50,7 @@ local BATCH = 1000
 -- rows between yields to the worker's other requests: often under `rate`
 -- (latency matters), rarely without (throughput does)
 local YIELD_LIMITED, YIELD_UNLIMITED = 20, 200
-local THREADS = 2
+local THREADS = 3
 local MAX_ERRORS = 1000
 local RETRIES = 3
 
@@ -141,25 +141,6 @@ local function job_sources(job)
     end
   end
   return stored.list(set)
-end
-
-
--- What a run checks before each batch: the job's state, runner and
--- settings (not its progress and errors), or nil and an error.
-function _M:status(id)
-  local rows, err = self:query(fmt([[
-    SELECT id, state, runner, target, from_key, rate, tables FROM keyring_rewrap WHERE id = %s;
-  ]], lit(id)))
-  if not rows then
-    return nil, err
-  end
-  local row = rows[1]
-  if not row then
-    return nil, "job " .. id .. " is gone"
-  end
-  local rate = present(row.rate)
-  return { id = row.id, state = row.state, runner = present(row.runner), target = present(row.target),
-           from_key = present(row.from_key), rate = rate and tonumber(rate), tables = present(row.tables) }
 end
 
 
@@ -264,30 +245,37 @@ function _M:set_state(state)
 end
 
 
--- Re-encrypts one value for `ctx`; returns the new value, or the same value
--- when it needs nothing, or nil and an error.
-local function rewrapper(target, format, from, ctx)
-  return function(v)
+-- A rewrapper for one batch: `r.fn(v, path)` (the callback of fields.apply)
+-- re-encrypts a value for the row context `r.ctx`, set per row, and notes in
+-- `r.touched` that it changed one. It returns the value itself when it needs
+-- nothing, or nil and an error. One closure per batch: creating one per row
+-- would keep LuaJIT from compiling the row loop.
+local function rewrapper(target, format, from)
+  local r = { touched = false }
+  function r.fn(v, path)
     if v == "" then
       return v
     end
-    local version, id = v:match("^%$ke%$(%d)%$%-([^-]+)%-")
-    if from and id ~= from then
+    local version, id = match(v, "^%$ke%$(%d)%$%-([^-]+)%-")
+    if (from and id ~= from) or (id == target and version == format) then
       return v
     end
-    if id == target and version == format then
-      return v
-    end
-    local plain = v
+    local plain, err = v, nil
     if version then
-      local err
-      plain, err = keyring.decrypt(v, ctx)
+      plain, err = keyring.decrypt(v, r.ctx)
       if not plain then
-        return nil, err
+        return nil, path .. ": " .. tostring(err)
       end
     end
-    return keyring.encrypt(plain, ctx)
+    local out
+    out, err = keyring.encrypt(plain, r.ctx)
+    if not out then
+      return nil, path .. ": " .. tostring(err)
+    end
+    r.touched = true
+    return out
   end
+  return r
 end
 
 
@@ -304,86 +292,106 @@ local function put_text(sql, v)
 end
 
 
--- A ciphertext that PostgreSQL's JSON text writes as is, between quotes,
--- and that cannot appear there except as that value: a marked value whose
--- id needs no escaping (a plaintext value could equal another field's).
-local function swappable(s)
-  return find(s, "^%$ke%$%d%$%-") ~= nil and not find(s, '["\\%c]')
-end
-
-
--- `text` (JSON) with each quoted `swaps[i]` replaced by `swaps[i + 1]`,
--- without decoding and encoding the document again
-local function swap(text, swaps)
-  for i = 1, #swaps, 2 do
-    local from, to = '"' .. swaps[i] .. '"', '"' .. swaps[i + 1] .. '"'
-    local s, e = find(text, from, 1, true)
-    while s do
-      text = sub(text, 1, s - 1) .. to .. sub(text, e + 1)
-      s, e = find(text, from, s + #to, true)
-    end
+-- How the columns of a source are read and written back (computed once):
+--   text    a text column, as it is;
+--   object  a JSON object (a plugin's config, a record column), read as the
+--           object of its planned top-level keys only and merged back
+--           (`||`) with the changed keys only: a config is a kilobyte, its
+--           encrypted fields a few hundred bytes;
+--   whole   a JSON array (text[], an array of records), read and written
+--           whole.
+-- A column whose new value is NULL is left as it is.
+local function layout(source)
+  if source.layout then
+    return source.layout
   end
-  return text
-end
-
-
--- Re-encrypts a row as read (`row[c.name]` text: JSON for non-text
--- columns). @return { old = {...}, new = {...} } when something changed,
--- false when nothing did, or nil and an error
-local function rewrap_row(source, row, rewrap)
-  local changed = false
-  local new = {}
+  local specs = {}
   for i, c in ipairs(source.columns) do
-    local v = present(row[c.name])
-    new[i] = v
-    if v ~= nil then
-      if c.storage == "text" then
-        local out, err = rewrap(v)
-        if not out then
-          return nil, c.name .. ": " .. tostring(err)
-        end
-        if out ~= v then
-          new[i], changed = out, true
-        end
+    local name = stored.column_sql(c)
+    local col = "t." .. name
+    local spec = { name = c.name, node = c.node }
+    if c.storage == "text" then
+      spec.mode, spec.read = "text", col
+      spec.set = fmt("%s = COALESCE(v.n%d, %s)", name, i, col)
+    elseif c.config_plan or c.node.kind == "record" then
+      local plan = c.config_plan or c.node.plan
+      local keys = {}
+      spec.mode, spec.prefix, spec.tops = "object", c.config_plan and "config" or c.name, {}
+      for j, node in ipairs(plan) do
+        spec.tops[j] = { node }
+        keys[j] = fmt("%s, to_jsonb(%s) -> %s", lit(node.name), col, lit(node.name))
+      end
+      -- jsonb_build_object takes at most 100 arguments
+      local parts = {}
+      for j = 1, #keys, 40 do
+        parts[#parts + 1] = "jsonb_build_object(" .. concat(keys, ", ", j, min(j + 39, #keys)) .. ")"
+      end
+      spec.read = "(" .. concat(parts, " || ") .. ")::text"
+      spec.set = fmt("%s = COALESCE(%s || v.n%d::jsonb, %s)", name, col, i, col)
+    else
+      spec.mode, spec.read = "whole", fmt("to_jsonb(%s)::text", col)
+      if c.storage == "text[]" then
+        spec.set = fmt("%s = CASE WHEN v.n%d IS NULL THEN %s ELSE ARRAY(SELECT jsonb_array_elements_text(v.n%d::jsonb)) END",
+                       name, i, col, i)
       else
-        local doc = json.decode(v)
-        local touched = false
-        -- (old, new) pairs that can be swapped in the JSON text itself
-        local swaps, whole = {}, false
-        local function fn(s, path)
-          local out, err = rewrap(s)
-          if not out then
-            return nil, path .. ": " .. tostring(err)
-          end
-          if out ~= s then
-            touched = true
-            if swappable(s) and swappable(out) then
-              swaps[#swaps + 1] = s
-              swaps[#swaps + 1] = out
-            else
-              whole = true
-            end
-          end
-          return out
-        end
-        local ok, err
-        if c.config_plan then
-          ok, err = fields.apply(c.config_plan, doc, fn, "config", true)
-        elseif c.storage == "text[]" then
-          ok, err = fields.apply({ { name = "v", kind = "strings" } }, { v = doc }, fn, c.name, true)
-        else
-          ok, err = fields.apply(c.node.plan, doc, fn, c.name, true)
-        end
-        if not ok then
-          return nil, err
-        end
-        if touched then
-          new[i], changed = whole and json.encode(doc) or swap(v, swaps), true
-        end
+        spec.set = fmt("%s = COALESCE(v.n%d::jsonb, %s)", name, i, col)
       end
     end
+    specs[i] = spec
   end
-  return changed and new or false
+  source.layout = specs
+  return specs
+end
+
+
+-- Re-encrypts a row as read (see `layout`) with `r` (a rewrapper whose
+-- context is the row's). @return the columns' new values (nil: unchanged),
+-- false when nothing changed, or nil and an error
+local function rewrap_row(source, row, r)
+  local changed = false
+  local new = {}
+  for i, spec in ipairs(layout(source)) do
+    local v = present(row[spec.name])
+    if v ~= nil then
+      r.touched = false
+      if spec.mode == "text" then
+        local out, err = r.fn(v, spec.name)
+        if not out then
+          return nil, err
+        end
+        new[i] = r.touched and out or nil
+      else
+        local doc = json.decode(v)
+        if type(doc) ~= "table" then
+          return nil, spec.name .. ": not JSON"
+        end
+        if spec.mode == "object" then
+          local patch
+          for _, top in ipairs(spec.tops) do
+            r.touched = false
+            local ok, err = fields.apply(top, doc, r.fn, spec.prefix, true)
+            if not ok then
+              return nil, err
+            end
+            if r.touched then
+              patch = patch or {}
+              patch[top[1].name] = doc[top[1].name]
+            end
+          end
+          new[i] = patch and json.encode(patch)
+        else
+          local holder = { [spec.name] = doc }
+          local ok, err = fields.apply({ spec.node }, holder, r.fn, nil, true)
+          if not ok then
+            return nil, err
+          end
+          new[i] = r.touched and json.encode(holder[spec.name]) or nil
+        end
+      end
+      changed = changed or new[i] ~= nil
+    end
+  end
+  return changed and new
 end
 
 
@@ -398,40 +406,51 @@ local function pk_text_sql(source)
 end
 
 
--- `only`: a list of primary keys (text) to read again; else the rows after
--- `after` (a list of pk literals, or nil from the start), in pk order
-local function select_sql(source, after, limit, only)
-  local cols = { pk_text_sql(source) .. " AS pk" }
+-- the primary key's columns, as a row for comparisons
+local function pk_row_sql(source)
   local pk = {}
   for i, name in ipairs(source.primary_key) do
     pk[i] = "t." .. stored.ident(name)
-    cols[#cols + 1] = fmt("%s::text AS pk_%d", pk[i], i)
   end
-  for _, c in ipairs(source.columns) do
-    local col = "t." .. stored.column_sql(c)
-    if c.storage == "text" then
-      cols[#cols + 1] = fmt("%s AS %s", col, stored.column_sql(c))
-    else
-      cols[#cols + 1] = fmt("to_jsonb(%s)::text AS %s", col, stored.column_sql(c))
+  return "(" .. concat(pk, ", ") .. ")"
+end
+
+
+-- `only`: a list of primary keys (text) to read again; else the rows after
+-- `after` (a list of pk literals, or nil from the start), in pk order. Each
+-- row: `pk` (text), `xmin` (the transaction that wrote this version of the
+-- row), `pk_<i>` for composite keys, and the columns as `layout` reads them.
+local function select_sql(source, after, limit, only)
+  local cols = { pk_text_sql(source) .. " AS pk", "t.xmin::text AS xmin" }
+  if #source.primary_key > 1 then
+    for i, name in ipairs(source.primary_key) do
+      cols[#cols + 1] = fmt("t.%s::text AS pk_%d", stored.ident(name), i)
     end
   end
+  for _, spec in ipairs(layout(source)) do
+    cols[#cols + 1] = spec.read .. " AS " .. stored.ident(spec.name)
+  end
   local cond = stored.where_sql(source)
+  local key = pk_row_sql(source)
   if only then
     local list = {}
-    for i, key in ipairs(only) do
-      list[i] = lit(key)
+    for i, pk in ipairs(only) do
+      list[i] = lit(pk)
     end
     cond = cond .. " AND " .. pk_text_sql(source) .. " IN (" .. concat(list, ", ") .. ")"
   elseif after then
-    cond = cond .. " AND (" .. concat(pk, ", ") .. ") > (" .. after .. ")"
+    cond = cond .. " AND " .. key .. " > (" .. after .. ")"
   end
   return fmt("SELECT %s FROM %s t WHERE %s ORDER BY %s LIMIT %d;", concat(cols, ", "), stored.table_sql(source),
-             cond, concat(pk, ", "), limit)
+             cond, key:sub(2, -2), limit)
 end
 
 
 -- a row's primary key as SQL literals ("'uuid', ...") for keyset paging
 local function pk_literal(source, row)
+  if #source.primary_key == 1 then
+    return lit(row.pk)
+  end
   local parts = {}
   for i in ipairs(source.primary_key) do
     parts[i] = lit(row["pk_" .. i])
@@ -440,43 +459,29 @@ local function pk_literal(source, row)
 end
 
 
--- the row context of the DAO path for a read row
-local function context_of(source, row)
-  local entity = {}
-  for i, name in ipairs(source.primary_key) do
-    entity[name] = row["pk_" .. i]
-  end
-  return transform.context(source.schema, entity)
-end
-
-
--- The UPDATE of changed rows, guarded by the MD5 of each column as it was
--- read (so only the new values are sent) and by the job's lease, plus the
--- job's checkpoint and progress, in one statement. Built in one buffer: a
--- batch of JSON configs is megabytes of SQL.
-local function update_sql(self, job, source, changes, checkpoint, scanned)
-  local names, sets, guards = { "pk" }, {}, {}
-  for i, c in ipairs(source.columns) do
-    local col = stored.column_sql(c)
-    names[#names + 1] = "o" .. i
+-- The UPDATE of batch `b`'s `changes`, guarded by the version of each row
+-- as it was read (optimistic concurrency on `xmin`: any write since,
+-- committed or in progress, makes a new version, and PostgreSQL checks the
+-- condition again on it) and by the job's lease, plus the job's checkpoint
+-- and progress, in one statement. The batch's key range lets PostgreSQL
+-- find the rows by index. Built in one buffer: a batch is up to a megabyte
+-- of SQL.
+local function update_sql(self, job, source, b, changes, scanned)
+  local names, sets = { "pk", "x" }, {}
+  for i, spec in ipairs(layout(source)) do
     names[#names + 1] = "n" .. i
-    if c.storage == "text" then
-      sets[#sets + 1] = fmt("%s = v.n%d", col, i)
-      guards[#guards + 1] = fmt("md5(t.%s) IS NOT DISTINCT FROM v.o%d", col, i)
-    elseif c.storage == "text[]" then
-      sets[#sets + 1] = fmt("%s = CASE WHEN v.n%d IS NULL THEN NULL ELSE ARRAY(SELECT jsonb_array_elements_text(v.n%d::jsonb)) END",
-                            col, i, i)
-      guards[#guards + 1] = fmt("md5(to_jsonb(t.%s)::text) IS NOT DISTINCT FROM v.o%d", col, i)
-    else
-      sets[#sets + 1] = fmt("%s = v.n%d::jsonb", col, i)
-      guards[#guards + 1] = fmt("md5(to_jsonb(t.%s)::text) IS NOT DISTINCT FROM v.o%d", col, i)
-    end
+    sets[i] = spec.set
   end
   local pk = pk_text_sql(source)
   -- a single-column key is matched in its own type, so its index is used
-  local match = pk .. " = v.pk"
+  local join = pk .. " = v.pk"
   if source.pk_type then
-    match = fmt("t.%s = v.pk::%s", stored.ident(source.primary_key[1]), source.pk_type)
+    join = fmt("t.%s = v.pk::%s", stored.ident(source.primary_key[1]), source.pk_type)
+  end
+  local key = pk_row_sql(source)
+  local range = key .. " <= (" .. b.last .. ")"
+  if b.after then
+    range = range .. " AND " .. key .. " > (" .. b.after .. ")"
   end
   local lease = fmt("SELECT 1 FROM keyring_rewrap WHERE id = %s AND runner = %s AND state = 'running'",
                     lit(job.id), lit(self.token))
@@ -488,15 +493,15 @@ local function update_sql(self, job, source, changes, checkpoint, scanned)
     for n, ch in ipairs(changes) do
       sql:put(n == 1 and "(" or ", (")
       put_text(sql, ch.pk)
-      for i in ipairs(source.columns) do
-        sql:put(", ")
-        put_text(sql, ch.old[i] and md5(ch.old[i]))
+      sql:put(", ")
+      put_text(sql, ch.xmin)
+      for i in ipairs(sets) do
         sql:put(", ")
         put_text(sql, ch.new[i])
       end
       sql:put(")")
     end
-    sql:put(") AS v(", concat(names, ", "), ") WHERE ", match, " AND ", concat(guards, " AND "),
+    sql:put(") AS v(", concat(names, ", "), ") WHERE ", join, " AND t.xmin = v.x::xid AND ", range,
             " AND EXISTS (", lease, ") RETURNING ", pk, " AS pk)")
   else
     sql:put("SELECT NULL::text AS pk WHERE FALSE)")
@@ -515,9 +520,8 @@ local function update_sql(self, job, source, changes, checkpoint, scanned)
           heartbeat = CURRENT_TIMESTAMP, updated_at = CURRENT_TIMESTAMP
         WHERE id = %s AND runner = %s AND state = 'running'
         RETURNING id)
-    SELECT (SELECT count(*) FROM job) AS leased, (SELECT string_agg(pk, ' ') FROM upd) AS done;
-  ]], label, lit(checkpoint), label, label, scanned, label, label, scanned, scanned, lit(job.id),
-      lit(self.token))
+    SELECT (SELECT count(*) FROM job) AS leased, COALESCE((SELECT json_agg(pk) FROM upd), '[]')::text AS done;
+  ]], label, lit(b.last), label, label, scanned, label, label, scanned, scanned, lit(job.id), lit(self.token))
   return sql:tostring()
 end
 
@@ -540,10 +544,34 @@ function _M:record_errors(job, source, errors)
 end
 
 
--- One batch of `source` after `after` (a pk literal list, or nil for the
--- start). @return the last pk literal (nil at the end of the table), or
--- false when the job is no longer ours to run, or nil and an error
-function _M:batch(job, source, after, size)
+-- Rewraps read rows. @return the changed rows ({ pk, xmin, new }) and the
+-- rows that could not be ({ pk, error })
+function _M:prepare(job, source, rows)
+  local r = rewrapper(job.target, self.format, job.from_key)
+  local every = job.rate and YIELD_LIMITED or YIELD_UNLIMITED
+  local changes, errors = {}, {}
+  for n, row in ipairs(rows) do
+    if n % every == 0 then
+      -- let the worker serve requests between rows (the job runs in a
+      -- timer of an Admin API or proxy worker)
+      ngx.sleep(0)
+    end
+    r.ctx = transform.key_context(source.schema, row.pk)
+    local new, err = rewrap_row(source, row, r)
+    if new == nil then
+      errors[#errors + 1] = { pk = row.pk, error = err }
+    elseif new then
+      changes[#changes + 1] = { pk = row.pk, xmin = row.xmin, new = new }
+    end
+  end
+  return changes, errors
+end
+
+
+-- Reads and rewraps the batch of `source` after `after` (a pk literal
+-- list, or nil from the start). @return the batch { after, last, scanned,
+-- changes, errors }, false at the end of the source, or nil and an error
+function _M:fetch(job, source, after, size)
   local ok, err = self:learn_pk_type(source)
   if not ok then
     return nil, err
@@ -554,46 +582,37 @@ function _M:batch(job, source, after, size)
     return nil, err
   end
   if #rows == 0 then
-    return nil
+    return false
   end
-  local last = pk_literal(source, rows[#rows])
-  local scanned = #rows
-  local errors = {}
-  local pending = rows
+  local changes, errors = self:prepare(job, source, rows)
+  return { after = after, last = pk_literal(source, rows[#rows]), scanned = #rows, changes = changes,
+           errors = errors }
+end
+
+
+-- Writes batch `b` with its checkpoint, then reads, rewraps and writes
+-- again the rows written concurrently since they were read (RETRIES
+-- attempts in all; then they are listed in the job's errors).
+-- @return true, false when the job is no longer this run's to write, or
+-- nil and an error
+function _M:write(job, source, b)
+  local changes, errors = b.changes, b.errors
   for attempt = 1, RETRIES do
-    local changes, waiting = {}, {}
-    for n, row in ipairs(pending) do
-      if n % (job.rate and YIELD_LIMITED or YIELD_UNLIMITED) == 0 then
-        -- let the worker serve requests between rows (the job runs in a
-        -- timer of an Admin API or proxy worker)
-        ngx.sleep(0)
-      end
-      local rewrap = rewrapper(job.target, self.format, job.from_key, context_of(source, row))
-      local new, rerr = rewrap_row(source, row, rewrap)
-      if new == nil then
-        errors[#errors + 1] = { pk = row.pk, error = rerr }
-      elseif new then
-        local old = {}
-        for i, c in ipairs(source.columns) do
-          old[i] = present(row[c.name])
-        end
-        changes[#changes + 1] = { pk = row.pk, old = old, new = new }
-        waiting[row.pk] = true
-      end
-    end
     -- the checkpoint and the scanned rows count with the first attempt only
-    local res
-    res, err = self:query(update_sql(self, job, source, changes, last, attempt == 1 and scanned or 0))
+    local res, err = self:query(update_sql(self, job, source, b, changes, attempt == 1 and b.scanned or 0))
     if not res then
       return nil, err
     end
     if tonumber(res[1].leased) == 0 then
       return false
     end
-    for pk in tostring(present(res[1].done) or ""):gmatch("%S+") do
+    local waiting = {}
+    for _, ch in ipairs(changes) do
+      waiting[ch.pk] = true
+    end
+    for _, pk in ipairs(json.decode(res[1].done) or {}) do
       waiting[pk] = nil
     end
-    -- rows written concurrently since they were read: read them again
     local again = {}
     for pk in pairs(waiting) do
       again[#again + 1] = pk
@@ -607,16 +626,18 @@ function _M:batch(job, source, after, size)
       end
       break
     end
-    pending, err = self:query(select_sql(source, nil, #again, again))
-    if not pending then
+    local rows
+    rows, err = self:query(select_sql(source, nil, #again, again))
+    if not rows then
       return nil, err
     end
+    local more
+    changes, more = self:prepare(job, source, rows)
+    for _, e in ipairs(more) do
+      errors[#errors + 1] = e
+    end
   end
-  ok, err = self:record_errors(job, source, errors)
-  if not ok then
-    return nil, err
-  end
-  return last
+  return self:record_errors(job, source, errors)
 end
 
 
@@ -642,59 +663,71 @@ function _M:learn_pk_type(source)
 end
 
 
--- One source of job `id` from `after` (its checkpoint) to its end, batch
--- after batch; `pace` (shared by the run's threads) keeps `rate`.
--- @return "done", "stopped" (paused, cancelled, taken over, gone) or "retarget"
-function _M:run_source(id, source, after, pace)
+-- One source of `job` from `after` (its checkpoint) to its end, batch after
+-- batch; `pace` (shared by the run's threads) keeps `rate`. While a batch is
+-- written, a light thread reads and rewraps the next one.
+-- @return "done", "stopped" (paused, cancelled, taken over, gone, not
+-- ready) or "retarget"
+function _M:run_source(job, source, after, pace)
+  if after == "done" then
+    return "done"
+  end
   local label = source.label
-  while after ~= "done" do
-    local job, err = self:status(id)
-    if not job or job.state ~= "running" or job.runner ~= self.token then
-      log(ngx.NOTICE, "job ", id, " stopped here: ", err or (job and job.state or "gone"))
-      return "stopped"
-    end
+  local size = job.rate and min(BATCH, max(1, ceil(job.rate / 20))) or BATCH
+  local b, err = self:fetch(job, source, after, size)
+  while true do
     local active = keyring.active_id()
     if not active then
       -- not ready (a restarted node before the others send its keys): let
       -- the lease lapse and a node that holds the keys take the job over
-      log(ngx.NOTICE, "job ", id, " stopped here: no active key on this node")
+      log(ngx.NOTICE, "job ", job.id, " stopped here: no active key on this node")
       return "stopped"
     end
     if active ~= job.target then
       return "retarget"
     end
-    -- under `rate`, twenty batches a second: shorter pauses for the worker
-    local size = job.rate and min(BATCH, max(1, ceil(job.rate / 20))) or BATCH
-    local last
-    last, err = self:batch(job, source, after, size)
-    if last == false then
-      log(ngx.NOTICE, "job ", id, " is no longer run by this node")
-      return "stopped"
-    end
-    if err then
-      log(ngx.ERR, "batch of ", label, " failed: ", err)
-      ngx.sleep(1)
-    elseif last == nil then
-      after = "done"
+    if b == false then
       local ok, cerr = self:query(fmt([[
         UPDATE keyring_rewrap SET checkpoint = jsonb_set(checkpoint, ARRAY[%s], '"done"')
           WHERE id = %s AND runner = %s;
-      ]], lit(label), lit(id), lit(self.token)))
+      ]], lit(label), lit(job.id), lit(self.token)))
       if not ok then
         log(ngx.ERR, cerr)
       end
+      return "done"
+    end
+    if not b then
+      log(ngx.ERR, "batch of ", label, " failed: ", err)
+      ngx.sleep(1)
+      b, err = self:fetch(job, source, after, size)
     else
-      after = last
-      pace.rows = pace.rows + size
-      if job.rate then
-        local wait = pace.rows / job.rate - (now() - pace.started)
-        if wait > 0 then
-          ngx.sleep(wait)
+      local ahead = ngx.thread.spawn(self.fetch, self, job, source, b.last, size)
+      local written, werr = self:write(job, source, b)
+      local ok, next_b, next_err = ngx.thread.wait(ahead)
+      if not ok then
+        error(next_b, 0)
+      end
+      if written == false then
+        log(ngx.NOTICE, "job ", job.id, " is no longer run by this node")
+        return "stopped"
+      end
+      if not written then
+        log(ngx.ERR, "batch of ", label, " failed: ", werr)
+        ngx.sleep(1)
+        b, err = self:fetch(job, source, after, size)
+      else
+        after = b.last
+        b, err = next_b, next_err
+        pace.rows = pace.rows + size
+        if job.rate then
+          local wait = pace.rows / job.rate - (now() - pace.started)
+          if wait > 0 then
+            ngx.sleep(wait)
+          end
         end
       end
     end
   end
-  return "done"
 end
 
 
@@ -719,7 +752,7 @@ function _M:run(id)
       if not source then
         return
       end
-      local result = self:run_source(id, source, job.checkpoint[source.label], pace)
+      local result = self:run_source(job, source, job.checkpoint[source.label], pace)
       if result ~= "done" then
         outcome = result
       end

@@ -25,18 +25,26 @@ local MARKER = "$ke$"
 local _M = {}
 
 
+--- The context of a row of `schema` whose primary key is `key` (text;
+-- composite keys joined with ",").
+local function key_context(schema, key)
+  return schema.name .. ":" .. key
+end
+_M.key_context = key_context
+
+
 --- `<table>:<primary key>` (docs/design.md, "Contexts"); composite keys
 -- joined with ",".
 function _M.context(schema, entity)
   local pk = schema.primary_key or { "id" }
   if #pk == 1 then
-    return schema.name .. ":" .. tostring(entity[pk[1]])
+    return key_context(schema, tostring(entity[pk[1]]))
   end
   local parts = {}
   for i, name in ipairs(pk) do
     parts[i] = tostring(entity[name])
   end
-  return schema.name .. ":" .. concat(parts, ",")
+  return key_context(schema, concat(parts, ","))
 end
 
 
