@@ -44,6 +44,17 @@ local function ok_call(node, want, method, path, body)
 end
 
 
+-- the Admin API path of a generated row
+local function path_of(label, id)
+  if label == "basicauth_credentials" then
+    return "/basic-auths/" .. id
+  elseif label == "certificates" then
+    return "/certificates/" .. id
+  end
+  return "/plugins/" .. id
+end
+
+
 local function job_of(node)
   return ok_call(node, 200, "GET", "/keyring/rewrap")
 end
@@ -136,6 +147,8 @@ for _, strategy in helpers.each_strategy({ "postgres" }) do
 describe("Plugin: keyring (rewrap: two nodes, 100,000 rows) [#" .. strategy .. "]", function()
   local gen, key_a, key_b, first_key, missing_key
   local stuck = {}       -- rows under the missing key: { label, id, values, sql, stored }
+  local before = {}      -- ["label:id"] = the entity the Admin API showed before the big rewrap
+  local patched_rows = {}  -- ["label:id"] = true: PATCHed during it
   local cert_pem, ec_key_pem
 
   lazy_setup(function()
@@ -441,6 +454,7 @@ describe("Plugin: keyring (rewrap: two nodes, 100,000 rows) [#" .. strategy .. "
       while skip[which .. ":" .. id] do
         id = ids[math.random(#ids)]
       end
+      patched_rows[which .. ":" .. id] = true
       if which == "basicauth_credentials" then
         local pw = "patched-" .. k
         local json = ok_call(node, 200, "PATCH", "/basic-auths/" .. id, { password = pw, tags = { "p" .. k },
@@ -460,6 +474,17 @@ describe("Plugin: keyring (rewrap: two nodes, 100,000 rows) [#" .. strategy .. "
         gen:expect(which, id, "config.secret", "patched-" .. k)
         gen:expect(which, id, "config.tokens[1]", "pt-" .. k)
         gen:expect(which, id, "config.tokens[2]", nil)
+      end
+    end
+
+    -- a sample of whole entities, to compare with what the rewrap leaves
+    for _, label in ipairs(LABELS) do
+      local ids = gen.ids[label]
+      for i = 1, 60 do
+        local id = ids[(i * 997) % #ids + 1]
+        local json = ok_call(A, 200, "GET", path_of(label, id))
+        json.updated_at = nil
+        before[label .. ":" .. id] = json
       end
     end
 
@@ -651,6 +676,22 @@ describe("Plugin: keyring (rewrap: two nodes, 100,000 rows) [#" .. strategy .. "
     assert.is_true(checked >= 400)
   end)
 
+  it("leaves every other field of the rows it rewrapped as it was", function()
+    local compared = 0
+    for key, was in pairs(before) do
+      local label, id = key:match("^(.-):([^:]+)$")
+      if not patched_rows[key] and not (id == stuck[1].id or id == stuck[2].id) then
+        for _, node in ipairs({ A, B }) do
+          local json = ok_call(node, 200, "GET", path_of(label, id))
+          json.updated_at = nil
+          assert.same(was, json, key)
+          compared = compared + 1
+        end
+      end
+    end
+    assert.is_true(compared >= 400, compared .. " entities compared")
+  end)
+
   it("removes A (204) once nothing uses it; the missing key goes only with force=true", function()
     ok_call(B, 204, "POST", "/keyring/remove", { key = key_a })
     kr.within(5, function()
@@ -663,6 +704,42 @@ describe("Plugin: keyring (rewrap: two nodes, 100,000 rows) [#" .. strategy .. "
     json = ok_call(A, 200, "POST", "/keyring/remove", { key = missing_key, force = "true" })
     assert.equals(1 + stuck[2].values, json.unreadable)
     assert.equals("0", psql("SELECT count(*) FROM keyring_meta WHERE id = " .. lit(missing_key)))
+  end)
+
+  it("rewraps a record column (keys.pem) with tables=keys, its other fields untouched", function()
+    assert(project.run(fmt("cd %s && openssl ec -in ec.key -pubout -out ec.pub 2>/dev/null", DIR)))
+    local public_pem = project.read_file(DIR .. "/ec.pub")
+    ok_call(A, 201, "POST", "/key-sets", { name = "rewrap-set" })
+    local key = ok_call(A, 201, "POST", "/keys", { name = "rewrap-key", kid = "rewrap-kid", set = { name = "rewrap-set" },
+                                                  pem = { private_key = ec_key_pem, public_key = public_pem } })
+    key.updated_at = nil
+    local function stored_pem()
+      return psql("SELECT pem->>'private_key' FROM keys WHERE id = " .. lit(key.id)),
+             psql("SELECT pem->>'public_key' FROM keys WHERE id = " .. lit(key.id))
+    end
+    local private, public = stored_pem()
+    assert.same({ "v2", key_b }, { rd.classify(private) })
+
+    local key_c = remember(ok_call(A, 201, "POST", "/keyring/generate"))
+    ok_call(A, 204, "POST", "/keyring/activate", { key = key_c })
+    kr.within(5, function() return kr.ring(B).active == key_c end, "key C active on B")
+    local job = ok_call(B, 202, "POST", "/keyring/rewrap", { tables = "keys" })
+    kr.within(20, function() return job_of(A).state == "done" end, "the keys job")
+    job = job_of(A)
+    assert.equals(1, job.rows_done)
+    assert.equals(1, job.rewritten)
+    assert.same({}, job.errors)
+
+    local private_after, public_after = stored_pem()
+    assert.same({ "v2", key_c }, { rd.classify(private_after) })
+    assert.not_equals(private, private_after)
+    assert.equals(public, public_after)
+    for _, node in ipairs({ A, B }) do
+      local json = ok_call(node, 200, "GET", "/keys/" .. key.id)
+      json.updated_at = nil
+      assert.same(key, json)
+      assert.equals(ec_key_pem, json.pem.private_key)
+    end
   end)
 end)
 end
