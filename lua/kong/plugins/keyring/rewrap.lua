@@ -733,7 +733,7 @@ end
 
 --- Runs job `id` in this worker until it is done, paused, cancelled or
 -- taken over (a timer). Without `rate`, THREADS sources are rewrapped at
--- once: the worker prepares one batch while PostgreSQL writes another.
+-- once (with 2 CPUs, three keep the worker and PostgreSQL busy).
 function _M:run(id)
   local job, err = self:latest()
   if not job or job.id ~= id then
