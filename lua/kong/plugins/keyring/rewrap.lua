@@ -319,7 +319,8 @@ local function layout(source)
       spec.mode, spec.prefix, spec.tops = "object", c.config_plan and "config" or c.name, {}
       for j, node in ipairs(plan) do
         spec.tops[j] = { node }
-        keys[j] = fmt("%s, to_jsonb(%s) -> %s", lit(node.name), col, lit(node.name))
+        -- (not `to_jsonb(col)`: on a jsonb column it copies the whole document)
+        keys[j] = fmt("%s, %s -> %s", lit(node.name), col, lit(node.name))
       end
       -- jsonb_build_object takes at most 100 arguments
       local parts = {}
@@ -329,8 +330,9 @@ local function layout(source)
       spec.read = "(" .. concat(parts, " || ") .. ")::text"
       spec.set = fmt("%s = COALESCE(%s || v.n%d::jsonb, %s)", name, col, i, col)
     else
-      spec.mode, spec.read = "whole", fmt("to_jsonb(%s)::text", col)
+      spec.mode, spec.read = "whole", col .. "::text"
       if c.storage == "text[]" then
+        spec.read = fmt("to_jsonb(%s)::text", col)
         spec.set = fmt("%s = CASE WHEN v.n%d IS NULL THEN %s ELSE ARRAY(SELECT jsonb_array_elements_text(v.n%d::jsonb)) END",
                        name, i, col, i)
       else
