@@ -25,14 +25,15 @@ function _M.now()
 end
 
 
---- Polls `check` every 10 ms: the seconds it took, or nil after `limit`.
-function _M.wait_for(limit, check)
+--- Polls `check` every `interval` seconds (10 ms by default): the seconds
+-- it took, or nil after `limit`.
+function _M.wait_for(limit, check, interval)
   local start = _M.now()
   while _M.now() - start < limit do
     if check() then
       return _M.now() - start
     end
-    ngx.sleep(0.01)
+    ngx.sleep(interval or 0.01)
   end
 end
 
