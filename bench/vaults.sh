@@ -9,8 +9,9 @@
 #            18601 admin
 #   OpenBao  18602 (+18603 cluster)       .tmp/bench-vault/openbao
 #
-# Knobs (BENCH_VAULT_*): REFS (1000), ROUNDS (3), SECONDS (2),
-# LATENCY_SECONDS (5). Exits non-zero when an answer is not as expected or
+# Knobs (BENCH_VAULT_*): REFS (1000), ROUNDS (5), SECONDS (2),
+# LATENCY_SECONDS (4 per window), LATENCY_WINDOWS (3 per state). Exits
+# non-zero when an answer is not as expected or
 # the node logs an error; prints PASS/FAIL against the p99 target.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +69,7 @@ args=(proxy=$PROXY admin=$ADMIN bao=$BAO root="$ROOT" master="$(cat "$PREFIX/pid
 [ -n "${BENCH_VAULT_ROUNDS:-}" ] && args+=("rounds=$BENCH_VAULT_ROUNDS")
 [ -n "${BENCH_VAULT_SECONDS:-}" ] && args+=("seconds=$BENCH_VAULT_SECONDS")
 [ -n "${BENCH_VAULT_LATENCY_SECONDS:-}" ] && args+=("latency_seconds=$BENCH_VAULT_LATENCY_SECONDS")
+[ -n "${BENCH_VAULT_LATENCY_WINDOWS:-}" ] && args+=("latency_windows=$BENCH_VAULT_LATENCY_WINDOWS")
 resty -I "$ROOT/bench" "$ROOT/bench/vaults_bench.lua" "${args[@]}" || die "bench/vaults_bench.lua failed"
 
 count=$(grep -E '\[(error|crit|alert|emerg)\]' "$PREFIX/logs/error.log" | grep -c . || true)
