@@ -714,9 +714,8 @@ function _M:run_source(job, source, after, pace)
         return "stopped"
       end
       if not written then
-        log(ngx.ERR, "batch of ", label, " failed: ", werr)
-        ngx.sleep(1)
-        b, err = self:fetch(job, source, after, size)
+        -- the next round logs it and reads the batch again
+        b, err = nil, werr
       else
         after = b.last
         b, err = next_b, next_err
