@@ -455,14 +455,20 @@ end
 
 
 --- The spec/02-nginx test app (spec/02-nginx/app.lua) with kong.keyring set
--- up in init_by_lua / init_worker_by_lua. opts: name, port, env.
+-- up in init_by_lua / init_worker_by_lua. opts: name, port, env,
+-- transport_key (also make the transport key in the master, as the Kong
+-- plugin's cluster strategy does).
 function helpers.keyring_app(opts)
+  local init = [[    assert(require("kong.keyring").init())]]
+  if opts.transport_key then
+    init = init .. "\n" .. [[    assert(require("kong.keyring").transport_key())]]
+  end
   return helpers.nginx {
     name = opts.name,
     port = opts.port,
     env = opts.env,
     lua_path = helpers.root .. "/spec/02-nginx/?.lua",
-    init = [[    assert(require("kong.keyring").init())]],
+    init = init,
     init_worker = [[    assert(require("kong.keyring").init_worker())]],
     locations = [[    location / { content_by_lua_block { require("app").handle() } }]],
   }

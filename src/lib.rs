@@ -2,7 +2,7 @@
 //!
 //! The layers, bottom up (docs/design.md, "Layers"):
 //! - Rust core, no Lua and no IO: [`format`], [`aead`], [`region`],
-//!   [`secure_mem`], [`keyring`], [`wrap`], [`blob`], [`rng`].
+//!   [`secure_mem`], [`keyring`], [`wrap`], [`transport`], [`blob`], [`rng`].
 //! - Binding: `lua` (mlua, `require "kong.keyring.native"`) and `ffi`
 //!   (the `extern "C"` per-field hot path called through LuaJIT FFI).
 
@@ -16,6 +16,7 @@ pub mod keyring;
 pub mod region;
 pub mod rng;
 pub mod secure_mem;
+pub mod transport;
 pub mod wrap;
 
 pub mod ffi;

@@ -17,6 +17,7 @@ use crate::error::{Error, Kind};
 use crate::format::{KeyBytes, KeyId};
 use crate::keyring::{global, init_global, Keyring, Listing, WriteFormat};
 use crate::secure_mem::{lock_failures, scrub_stack};
+use crate::transport;
 use crate::wrap::{PrivateKey, PublicKey};
 
 /// Why a call did not return values.
@@ -191,16 +192,32 @@ fn recovery_row(lua: &Lua, (id, public_pem): (LuaString, LuaString)) -> Out {
     ret(lua, (row, public.fingerprint()?))
 }
 
-fn recover(lua: &Lua, (id, row, private_pem, check): (LuaString, LuaString, LuaString, Option<LuaString>)) -> Out {
-    let id = key_id(&id)?;
-    let private = PrivateKey::parse(&private_pem.as_bytes())?;
-    let key = blob::open_recovery_row(&row.as_bytes(), &private)?;
+/// Opens `row` with `private`, checks the key against `check` (when given)
+/// and adds it as `id`.
+fn add_opened(id: &LuaString, row: &LuaString, private: &PrivateKey, check: Option<LuaString>) -> Result<(), Failure> {
+    let id = key_id(id)?;
+    let key = blob::open_recovery_row(&row.as_bytes(), private)?;
     if let Some(check) = check {
         if !crate::aead::check_value(&key).as_bytes().eq_ignore_ascii_case(&check.as_bytes()) {
             return Err(Error::CheckValue(id.to_string()).into());
         }
     }
     ring()?.add(&id, &key)?;
+    Ok(())
+}
+
+fn recover(lua: &Lua, (id, row, private_pem, check): (LuaString, LuaString, LuaString, Option<LuaString>)) -> Out {
+    add_opened(&id, &row, &PrivateKey::parse(&private_pem.as_bytes())?, check)?;
+    ret(lua, true)
+}
+
+fn transport_key(lua: &Lua, _: ()) -> Out {
+    ret(lua, transport::public_pem()?)
+}
+
+/// `recover` with this node's transport key (a key another node sent here).
+fn receive(lua: &Lua, (id, row, check): (LuaString, LuaString, Option<LuaString>)) -> Out {
+    transport::with_private(|private| Ok(add_opened(&id, &row, private, check)))??;
     ret(lua, true)
 }
 
@@ -269,6 +286,8 @@ pub fn kong_keyring_native(lua: &Lua) -> LuaResult<LuaTable> {
     m.set("import", expose(lua, import)?)?;
     m.set("recovery_row", expose(lua, recovery_row)?)?;
     m.set("recover", expose(lua, recover)?)?;
+    m.set("transport_key", expose(lua, transport_key)?)?;
+    m.set("receive", expose(lua, receive)?)?;
     m.set("public_key_id", expose(lua, public_key_id)?)?;
     m.set("private_key_id", expose(lua, private_key_id)?)?;
     m.set("usage", expose(lua, usage)?)?;

@@ -9,7 +9,7 @@
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey};
-use pkcs8::DecodePrivateKey;
+use pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use rsa::traits::PublicKeyParts;
 use rsa::{Oaep, Pkcs1v15Encrypt, RsaPrivateKey, RsaPublicKey};
 use sha2::{Digest, Sha256};
@@ -18,6 +18,7 @@ use zeroize::Zeroizing;
 
 use crate::error::{Error, Result};
 use crate::rng::WorkerRng;
+use crate::secure_mem::LockedBuf;
 
 /// Smallest modulus accepted for any configured or supplied key.
 pub const MIN_BITS: usize = 2048;
@@ -128,6 +129,18 @@ impl PrivateKey {
     pub fn generate(bits: usize) -> Result<Self> {
         check_size(bits)?;
         RsaPrivateKey::new(&mut WorkerRng, bits).map(PrivateKey).map_err(|_| rsa_err("RSA key generation failed"))
+    }
+
+    /// Parses PKCS#8 DER (as `write_der` wrote it).
+    pub fn from_der(der: &[u8]) -> Result<Self> {
+        RsaPrivateKey::from_pkcs8_der(der).map(PrivateKey).map_err(|_| rsa_err("invalid RSA private key"))
+    }
+
+    /// Appends the PKCS#8 DER of this key to `out` (the encoder's own copy is
+    /// zeroized when it drops).
+    pub fn write_der(&self, out: &mut LockedBuf) -> Result<()> {
+        let der = self.0.to_pkcs8_der().map_err(|_| rsa_err("cannot encode RSA private key"))?;
+        out.extend_from_slice(der.as_bytes())
     }
 
     /// The matching public key.

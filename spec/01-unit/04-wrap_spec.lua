@@ -503,6 +503,49 @@ describe("keyring (export, import, recovery)", function()
   end)
 
 
+  describe("transport_key / receive", function()
+    it("makes one RSA-2048 pair per process and gives its public half", function()
+      local pem = assert(keyring.transport_key())
+      assert.truthy(pem:find("^%-%-%-%-%-BEGIN PUBLIC KEY%-%-%-%-%-\n"))
+      assert.equals(pem, keyring.transport_key())
+      local bits = sh("openssl pkey -pubin -in " .. tmp_file(pem) .. " -noout -text"):match("(%d+) bit")
+      assert.equals("2048", bits)
+    end)
+
+    it("adds a key wrapped for the transport key, checked against its check value", function()
+      local row = assert(keyring.recovery_row(id, assert(keyring.transport_key())))
+      assert.same({ n = 1, true }, pack(keyring.receive("Recv0001", row, keyring.check_value(id))))
+      assert.equals(keyring.check_value(id), keyring.check_value("Recv0001"))
+      assert(keyring.remove("Recv0001"))
+    end)
+
+    it("opens a row openssl wrapped for it (RSA-OAEP-SHA256)", function()
+      local row = "$ker$2$" .. b64enc(rsa_encrypt(assert(keyring.transport_key()), TEST_KEY_RAW, true))
+      assert(keyring.receive("Recv0002", row))
+      assert.equals(kcv(TEST_KEY_RAW), keyring.check_value("Recv0002"))
+    end)
+
+    it("answers nil, err for a row wrapped for another key, or a check value that does not match", function()
+      local row = assert(keyring.recovery_row(id, pub))
+      assert.same({ n = 3, nil, "RSA-OAEP unwrap failed (wrong private key?)", "invalid" },
+                  pack(keyring.receive("Recv0003", row)))
+      row = assert(keyring.recovery_row(id, assert(keyring.transport_key())))
+      local nil1, err = keyring.receive("Recv0004", row, keyring.check_value(other))
+      assert.is_nil(nil1)
+      assert.truthy(err:find("check value", 1, true), err)
+      assert.is_false(contains(keyring.keys().ids, "Recv0003"))
+      assert.is_false(contains(keyring.keys().ids, "Recv0004"))
+    end)
+
+    it("raises when receive gets non-strings", function()
+      assert.has_error(function() keyring.receive(1, "row") end, "bad 'id' argument: string expected, got number")
+      assert.has_error(function() keyring.receive("Recv0005", nil) end, "bad 'row' argument: string expected, got nil")
+      assert.has_error(function() keyring.receive("Recv0005", "row", 5) end,
+                       "bad 'check_value' argument: string expected, got number")
+    end)
+  end)
+
+
   describe("public_key_id", function()
     it("returns the hex SHA-256 of the public key's DER (checked with the openssl CLI)", function()
       local der = sh("openssl pkey -pubin -in " .. tmp_file(pub) .. " -outform DER | sha256sum")

@@ -7,6 +7,9 @@
 -- dumps (VmFlags `lo` and `dd`). Positive controls prove the search works: a
 -- planted byte string is found in the cores and outside, and the kept keys
 -- are found inside the locked mappings. Removed keys are found nowhere.
+-- The transport key the master made (the private half of the cluster
+-- exchange's RSA pair) is found inside the locked mappings of all three
+-- processes and nowhere else.
 --
 -- Output names counts and offsets only, never key bytes. Core files go to
 -- .tmp/core-dump-<pid> and are deleted.
@@ -15,6 +18,7 @@ local ffi = require "ffi"
 local bit = require "bit"
 local hmac = require "openssl.hmac"
 local cipher = require "openssl.cipher"
+local pkey = require "openssl.pkey"
 local cjson = require "cjson.safe"
 local helpers = require "helpers"
 
@@ -239,6 +243,7 @@ describe("keyring in nginx (2 workers): core dumps and process memory", function
   local kinds = {}     -- kinds[i]: "raw", "round3", "subkey", "subkey round3", "planted"
   local owner = {}     -- owner[i]: the key record of needles[i] (nil for the planted one)
   local planted        -- index of the planted needle
+  local transport      -- index of the transport private key's needle
   local cores = {}     -- [pid] = { counts, offsets, size }
   local memory = {}    -- [pid] = { counts, where, scanned }
   local dump_dir
@@ -270,7 +275,7 @@ describe("keyring in nginx (2 workers): core dumps and process memory", function
                   helpers.hex(hmac_sha256(hmac_sha256(string.rep("\0", 32), string.rep("\11", 22)), "\1")),
                   "RFC 5869 A.3")
 
-    server = helpers.keyring_app { name = "keyring-core-dump", port = PORT }
+    server = helpers.keyring_app { name = "keyring-core-dump", port = PORT, transport_key = true }
     server:start()
     workers = server:worker_pids()
     table.sort(workers)
@@ -313,6 +318,14 @@ describe("keyring in nginx (2 workers): core dumps and process memory", function
     local blob = ok_request(workers[1], "POST", "/export", public).blob
     ok_request(workers[2], "POST", "/import", cjson.encode({ blob = blob, private = private }))
 
+    -- the transport key the master made, the same in both workers; each
+    -- worker receives key 1 wrapped for it (parsing the private half)
+    local sent = ok_request(workers[1], "GET", "/transport_key?id=" .. keys[1].id)
+    assert.equals(sent.pem, ok_request(workers[2], "GET", "/transport_key?id=" .. keys[1].id).pem)
+    for n, pid in ipairs(workers) do
+      ok_request(pid, "POST", "/receive", cjson.encode({ id = "received" .. n, row = sent.row }))
+    end
+
     -- key 1 stays active; keys 2, 4, 7 and 9 go
     assert.equals(200, (server:request("POST", "/activate?id=" .. keys[1].id)))
     for i, rec in ipairs(keys) do
@@ -338,6 +351,12 @@ describe("keyring in nginx (2 workers): core dumps and process memory", function
       add_needle(sub, "subkey", rec)
       add_needle(third_round_key(sub), "subkey round3", rec)
     end
+    -- the private half's PKCS#8 DER holds the modulus, then e = 65537, then
+    -- the start of d: bytes no public key encoding has
+    local modulus = pkey.new(sent.pem):getParameters().n:toBinary()
+    assert.equals(256, #modulus)
+    add_needle(modulus .. "\2\3\1\0\1\2\130\1", "transport private key")
+    transport = #needles
     -- a known, non-secret string in each worker's Lua heap
     local f = assert(io.open("/dev/urandom", "rb"))
     local marker = f:read(32)
@@ -458,6 +477,17 @@ describe("keyring in nginx (2 workers): core dumps and process memory", function
         end
       end
       assert.same({}, bad)
+    end
+  end)
+
+  it("keeps the transport private key inside the locked mappings of the master and both workers only", function()
+    for _, pid in ipairs({ workers[1], workers[2], master }) do
+      local c = memory[pid].counts[transport]
+      note("%d: transport private key %d time(s) inside locked memory, %d outside, %d in the core",
+           pid, c.inside, c.outside, cores[pid].counts[transport])
+      assert(c.inside > 0, "the transport private key is not in the locked memory of " .. pid)
+      assert.equals(0, c.outside)
+      assert.equals(0, cores[pid].counts[transport])
     end
   end)
 

@@ -199,6 +199,32 @@ routes["/import"] = function()
 end
 
 
+-- This process's transport key (public PEM) and key `id` wrapped for it.
+routes["/transport_key"] = function()
+  local pem, err = keyring.transport_key()
+  if not pem then
+    return reply(500, { error = err })
+  end
+  local row
+  row, err = keyring.recovery_row(ngx.var.arg_id or "", pem)
+  if not row then
+    return reply(400, { error = err })
+  end
+  return reply(200, { pem = pem, row = row })
+end
+
+
+-- Adds {"id": ..., "row": ..., "check": ...} with the transport key.
+routes["/receive"] = function()
+  local args = cjson.decode(read_body()) or {}
+  local ok, err = keyring.receive(args.id or "", args.row or "", args.check)
+  if not ok then
+    return reply(400, { error = err })
+  end
+  return reply(200, {})
+end
+
+
 -- Keeps the body in this worker's Lua heap: 04-core_dump_spec plants a
 -- known, non-secret byte string to prove its memory search finds what is there.
 local planted = {}

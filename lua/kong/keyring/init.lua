@@ -324,6 +324,30 @@ function _M.recover(id, row, private_pem, check_value)
 end
 
 
+---
+-- This process's transport key for the cluster exchange: an RSA-2048 pair
+-- made on the first call (in the master during `init`, so that the workers
+-- inherit it) whose private half stays in locked memory excluded from core
+-- dumps and never reaches Lua.
+-- @return the public key (PEM), or nil and an error string
+function _M.transport_key()
+  return native.transport_key()
+end
+
+
+---
+-- `recover` with the transport key: adds key `id` another node wrapped for
+-- `transport_key()` (a `$ker$2$` value), refused when it does not match
+-- `check_value`.
+-- @return true, or nil and an error string
+function _M.receive(id, row, check_value)
+  check_string("id", id, 2)
+  check_string("row", row, 2)
+  check_optional_string("check_value", check_value, 2)
+  return native.receive(id, row, check_value)
+end
+
+
 --- @return hex SHA-256 of the public key's DER (the `recovery_key_id`), or nil and an error string
 function _M.public_key_id(public_pem)
   check_string("public_pem", public_pem, 2)

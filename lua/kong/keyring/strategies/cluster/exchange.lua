@@ -312,13 +312,12 @@ function _M:on_broadcast(data)
     return log(ngx.ERR, "cannot check received keys: ", err)
   end
   local listed = set_of(listing.ids)
-  local private = nodes.private_key()
   local got = {}
   for _, k in ipairs(msg.keys) do
     if not listed[k.id] then
       log(ngx.WARN, "ignoring received key '", k.id, "': keyring_meta does not list it")
     else
-      local added, aerr = keyring.recover(k.id, WRAPPED .. k.data, private, listing.kcv[k.id])
+      local added, aerr = keyring.receive(k.id, WRAPPED .. k.data, listing.kcv[k.id])
       if added then
         got[#got + 1] = k.id
       elseif not keyring.check_value(k.id) then

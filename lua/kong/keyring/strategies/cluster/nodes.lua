@@ -5,9 +5,10 @@
 -- The pair is made once per start of the node, in the master during `init`
 -- (every worker inherits it), and is never stored: keys sent to this node
 -- are wrapped for its public key (RSA-OAEP-SHA256) and can only be opened by
--- this start of this node.
+-- this start of this node. The private half is the keyring's transport key
+-- (`keyring.transport_key`, `keyring.receive`): it never reaches Lua.
 
-local pkey = require "resty.openssl.pkey"
+local keyring = require "kong.keyring"
 
 
 local ngx = ngx
@@ -22,28 +23,23 @@ local _M = {}
 local mt = { __index = _M }
 
 
-local pair -- { public = PEM, private = PEM } of this start of the node
+local public_pem -- of this start of the node
 
 
 --- Makes this node's key pair (in `init`, before the workers fork).
 -- @return true, or nil and an error
 function _M.make_pair()
-  local key, err = pkey.new({ type = "RSA", bits = 2048 })
-  if not key then
+  local pem, err = keyring.transport_key()
+  if not pem then
     return nil, "cannot make the node's RSA key pair: " .. tostring(err)
   end
-  pair = { public = assert(key:to_PEM("public")), private = assert(key:to_PEM("private")) }
+  public_pem = pem
   return true
 end
 
 
 function _M.public_key()
-  return pair and pair.public
-end
-
-
-function _M.private_key()
-  return pair and pair.private
+  return public_pem
 end
 
 
