@@ -217,7 +217,9 @@ fn transport_key(lua: &Lua, _: ()) -> Out {
 
 /// `recover` with this node's transport key (a key another node sent here).
 fn receive(lua: &Lua, (id, row, check): (LuaString, LuaString, Option<LuaString>)) -> Out {
-    transport::with_private(|private| Ok(add_opened(&id, &row, private, check)))??;
+    // the outer error: no transport key; the inner one: the row or the id
+    let added = transport::with_private(|private| Ok(add_opened(&id, &row, private, check)))?;
+    added?;
     ret(lua, true)
 }
 

@@ -56,11 +56,6 @@ pub fn with_private<T>(f: impl FnOnce(&PrivateKey) -> Result<T>) -> Result<T> {
     f(&private)
 }
 
-/// Whether the private half sits in memory excluded from core dumps.
-pub fn private_in_secure_memory() -> bool {
-    slot().as_ref().is_some_and(|key| key.private_der.pages().is_some())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,7 +65,7 @@ mod tests {
     fn one_pair_per_process_and_it_opens_what_was_wrapped_for_it() {
         let first = public_pem().unwrap();
         assert_eq!(public_pem().unwrap(), first, "the pair is made once");
-        assert!(private_in_secure_memory());
+        assert!(slot().as_ref().is_some_and(|key| key.private_der.pages().is_some()), "kept in mapped pages");
 
         let wrapped = PublicKey::parse(first.as_bytes()).unwrap().wrap(b"thirty-two bytes of key material").unwrap();
         let opened = with_private(|private| private.unwrap(&wrapped)).unwrap();
