@@ -575,14 +575,16 @@ mod tests {
     use super::*;
 
     /// The VmFlags of the mapping starting at `address` in /proc/self/smaps.
+    /// VmFlags of the mapping that holds `address` (the kernel merges
+    /// neighbouring mappings with the same flags, so it need not start there).
     fn vm_flags(address: usize) -> Vec<String> {
         let smaps = std::fs::read_to_string("/proc/self/smaps").unwrap();
         let mut in_block = false;
         for line in smaps.lines() {
             if let Some((range, _)) = line.split_once(' ') {
-                if let Some((from, _)) = range.split_once('-') {
-                    if let Ok(from) = usize::from_str_radix(from, 16) {
-                        in_block = from == address;
+                if let Some((from, to)) = range.split_once('-') {
+                    if let (Ok(from), Ok(to)) = (usize::from_str_radix(from, 16), usize::from_str_radix(to, 16)) {
+                        in_block = (from..to).contains(&address);
                         continue;
                     }
                 }
