@@ -559,7 +559,6 @@ unsafe fn zero_all_avx() {
     core::arch::x86_64::_mm256_zeroall();
 }
 
-
 /// Maps and locks one page to learn whether this process may lock memory.
 pub fn lock_probe() -> Result<()> {
     let pages = Pages::map(1)?;
@@ -574,7 +573,6 @@ pub fn lock_probe() -> Result<()> {
 mod tests {
     use super::*;
 
-    /// The VmFlags of the mapping starting at `address` in /proc/self/smaps.
     /// VmFlags of the mapping that holds `address` (the kernel merges
     /// neighbouring mappings with the same flags, so it need not start there).
     fn vm_flags(address: usize) -> Vec<String> {
