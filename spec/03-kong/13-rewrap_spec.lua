@@ -701,6 +701,8 @@ describe("Plugin: keyring (rewrap: two nodes, 100,000 rows) [#" .. strategy .. "
 
     local json = ok_call(A, 409, "POST", "/keyring/remove", { key = missing_key })
     assert.same({ basicauth_credentials = 1, ["plugins:secret-probe"] = stuck[2].values }, json.usage)
+    json = ok_call(A, 400, "POST", "/keyring/remove", { key = missing_key, force = "yes" })
+    assert.equals("'force' must be true or false", json.error)
     json = ok_call(A, 200, "POST", "/keyring/remove", { key = missing_key, force = "true" })
     assert.equals(1 + stuck[2].values, json.unreadable)
     assert.equals("0", psql("SELECT count(*) FROM keyring_meta WHERE id = " .. lit(missing_key)))

@@ -149,6 +149,20 @@ local function boolean_param(params, name)
 end
 
 
+-- the `key` and `force` params of /keyring/activate and /keyring/remove:
+-- the key id and the boolean, or nil, nil and an error
+local function key_and_force(params)
+  if not params.key then
+    return nil, nil, "missing 'key' param"
+  end
+  local force, err = boolean_param(params, "force")
+  if err then
+    return nil, nil, err
+  end
+  return params.key, force
+end
+
+
 local function query(sql)
   return db.query(kong.db, sql)
 end
@@ -268,13 +282,9 @@ return {
 
   ["/keyring/activate"] = {
     POST = endpoint({ strategy = "cluster", params = { "key", "force" } }, function(params)
-      local id = params.key
+      local id, force, perr = key_and_force(params)
       if not id then
-        return fail(400, "missing 'key' param")
-      end
-      local force, ferr = boolean_param(params, "force")
-      if ferr then
-        return fail(400, ferr)
+        return fail(400, perr)
       end
       local ok, err, kind, missing_on = state.strategy:activate(id, { force = force })
       if not ok then
@@ -290,13 +300,9 @@ return {
 
   ["/keyring/remove"] = {
     POST = endpoint({ strategy = "cluster", params = { "key", "force" } }, function(params)
-      local id = params.key
+      local id, force, perr = key_and_force(params)
       if not id then
-        return fail(400, "missing 'key' param")
-      end
-      local force, ferr = boolean_param(params, "force")
-      if ferr then
-        return fail(400, ferr)
+        return fail(400, perr)
       end
       local ok, err, kind = state.strategy:removable(id)
       if not ok then
