@@ -147,12 +147,16 @@ end
 
 
 --- Waits until `check()` is true, polling every 50 ms; returns the seconds
--- it took, and fails after `limit` seconds naming `what`.
+-- it took, and fails after `limit` seconds naming `what` (a string, or a
+-- function that returns one, called on failure to tell what was seen last).
 function _M.within(limit, check, what)
   local start = _M.now()
-  helpers.wait_until(check, limit, 0.05)
+  local ok, err = pcall(helpers.wait_until, check, limit, 0.05)
   local took = _M.now() - start
-  assert(took <= limit, what .. " took " .. took .. " s")
+  if not ok or took > limit then
+    error(fmt("%s: not within %s s (%.2f s)%s", type(what) == "function" and what() or what, limit, took,
+              ok and "" or "\n" .. tostring(err)), 2)
+  end
   return took
 end
 
