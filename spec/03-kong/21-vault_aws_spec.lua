@@ -2,9 +2,10 @@
 -- Manager, STS, IAM) with its IAM checks on: moto recomputes every SigV4
 -- signature and evaluates the IAM policies of the key that signed. JSON keys,
 -- binary secrets, AWSCURRENT/AWSPREVIOUS, each credential source that can be
--- served locally (env, profile file, ECS endpoint, IMDS and EKS web identity
--- STS stand-ins: moto routes the unsigned AssumeRoleWithWebIdentity to S3), assume-role, not-found and throttling
--- answers, `kong vault get`, named vaults through /vaults.
+-- served locally (env, profile file, ECS endpoint and IMDS stand-ins; EKS
+-- web identity answered by moto's STS through a stand-in that checks the
+-- token and forwards the call, see standin.py), assume-role, not-found and
+-- throttling answers, `kong vault get`, named vaults through /vaults.
 --
 -- One limit of moto: it recomputes the signature of a POST from its body,
 -- and lua-resty-aws sends STS parameters in the query string, so STS calls
@@ -97,8 +98,8 @@ describe("vault aws (moto) [#postgres]", function()
     vh.start_standin("imds", IMDS_PORT, {})
     vh.start_standin("ecs", ECS_PORT, { auth_token = "ecs-auth-token" })
     kr.project.write_file(dir .. "/web-identity-token", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJrb25nIn0.c2lnbmF0dXJl")
-    vh.start_standin("sts-web", STS_WEB_PORT, { jwt_file = dir .. "/web-identity-token" })
-    for _, port in ipairs({ IMDS_PORT, ECS_PORT, STS_WEB_PORT }) do
+    vh.start_standin("sts-web", STS_WEB_PORT, { jwt_file = dir .. "/web-identity-token", upstream = moto })
+    for _, port in ipairs({ IMDS_PORT, ECS_PORT }) do
       assert.equals(200, (vh.http("PUT", "http://127.0.0.1:" .. port .. "/_admin/creds", keys.temp)))
     end
 
@@ -239,7 +240,7 @@ describe("vault aws (moto) [#postgres]", function()
       assert.same(hits, vh.hits(imds))
     end)
 
-    it("EKS web identity through STS AssumeRoleWithWebIdentity (at the stand-in)", function()
+    it("EKS web identity through STS AssumeRoleWithWebIdentity, moto checking the lookup it signs", function()
       local sts = "http://127.0.0.1:" .. STS_WEB_PORT
       local ok, out, err = cli("aws/app/plain/", { AWS_WEB_IDENTITY_TOKEN_FILE = dir .. "/web-identity-token",
                                                    AWS_ROLE_ARN = keys.role_arn, AWS_ROLE_SESSION_NAME = "eks",
