@@ -2,7 +2,8 @@
 -- Manager, STS, IAM) with its IAM checks on: moto recomputes every SigV4
 -- signature and evaluates the IAM policies of the key that signed. JSON keys,
 -- binary secrets, AWSCURRENT/AWSPREVIOUS, each credential source that can be
--- served locally (env, profile file, ECS endpoint and IMDS stand-ins; EKS
+-- served locally (env, profile file, ECS endpoint and IMDS stand-ins, IMDS
+-- also at EC2's own address, put on lo for lua-resty-aws's provider; EKS
 -- web identity answered by moto's STS through a stand-in that checks the
 -- token and forwards the call, see standin.py), assume-role, not-found and
 -- throttling answers, `kong vault get`, named vaults through /vaults.
@@ -23,6 +24,10 @@ local THROTTLE_PORT = 18211
 local IMDS_PORT = 18212
 local ECS_PORT = 18213
 local STS_WEB_PORT = 18214
+-- EC2's metadata address, put on lo for this spec (root, as CI runs): the
+-- only one lua-resty-aws's own IMDS provider asks
+local IMDS_ADDRESS = "169.254.169.254"
+local IMDS = "http://" .. IMDS_ADDRESS .. ":80"
 
 local S = vh.remember_secrets({
   first = "aws-pw-first-0b9d",
@@ -96,11 +101,14 @@ describe("vault aws (moto) [#postgres]", function()
 
     vh.start_standin("aws-throttle", THROTTLE_PORT, { upstream = moto, throttle_count = 1 })
     vh.start_standin("imds", IMDS_PORT, {})
+    local ok, out = kr.project.run("ip addr replace " .. IMDS_ADDRESS .. "/32 dev lo 2>&1")
+    assert(ok, "cannot put " .. IMDS_ADDRESS .. " on lo (this spec needs root): " .. tostring(out))
+    vh.start_standin("imds", 80, { host = IMDS_ADDRESS })
     vh.start_standin("ecs", ECS_PORT, { auth_token = "ecs-auth-token" })
     kr.project.write_file(dir .. "/web-identity-token", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJrb25nIn0.c2lnbmF0dXJl")
     vh.start_standin("sts-web", STS_WEB_PORT, { jwt_file = dir .. "/web-identity-token", upstream = moto })
-    for _, port in ipairs({ IMDS_PORT, ECS_PORT }) do
-      assert.equals(200, (vh.http("PUT", "http://127.0.0.1:" .. port .. "/_admin/creds", keys.temp)))
+    for _, url in ipairs({ "http://127.0.0.1:" .. IMDS_PORT, "http://127.0.0.1:" .. ECS_PORT, IMDS }) do
+      assert.equals(200, (vh.http("PUT", url .. "/_admin/creds", keys.temp)))
     end
 
     -- the node signs with the `assumer` user: it may only assume the role
@@ -155,6 +163,7 @@ describe("vault aws (moto) [#postgres]", function()
   lazy_teardown(function()
     kr.stop_kong()
     vh.stop_servers()
+    kr.project.run("ip addr del " .. IMDS_ADDRESS .. "/32 dev lo 2>/dev/null")
   end)
 
   describe("a plugin field", function()
@@ -222,22 +231,41 @@ describe("vault aws (moto) [#postgres]", function()
       assert.equals(before + 1, vh.hits(ecs).ecs)
     end)
 
-    it("EC2 IMDS v2 at AWS_EC2_METADATA_SERVICE_ENDPOINT, after the sources above", function()
-      local imds = "http://127.0.0.1:" .. IMDS_PORT
-      local ok, out, err = cli("aws/app/plain/", { AWS_EC2_METADATA_DISABLED = false,
-                                                  AWS_EC2_METADATA_SERVICE_ENDPOINT = imds })
+    -- one lookup through IMDS at `imds` with `vars`: v2 (a token, then the
+    -- role and its credentials with it), or v1 (the same two without) when
+    -- the stand-in refuses tokens
+    local function imds_lookup(imds, vars, v1)
+      assert.equals(200, (vh.http("PUT", imds .. "/_admin/imds-tokens", v1 and "off" or "on")))
+      local before = vh.hits(imds)
+      vars.AWS_EC2_METADATA_DISABLED = false
+      local ok, out, err = cli("aws/app/plain/", vars)
       assert(ok, err)
       assert.equals(S.plain, out)
       local hits = vh.hits(imds)
-      assert.equals(1, hits["imds-token"])
-      assert.is_true(hits["imds-v2"] >= 2)
-      assert.is_nil(hits["imds-v1"])
+      local function more(kind)
+        return (hits[kind] or 0) - (before[kind] or 0)
+      end
+      assert.equals(1, more(v1 and "imds-token-refused" or "imds-token"))
+      assert.is_true(more(v1 and "imds-v1" or "imds-v2") >= 2)
+      assert.equals(0, more(v1 and "imds-v2" or "imds-v1"))
+      return hits
+    end
+
+    it("EC2 IMDS at AWS_EC2_METADATA_SERVICE_ENDPOINT, v2 then v1, after the sources above", function()
+      local imds = "http://127.0.0.1:" .. IMDS_PORT
+      imds_lookup(imds, { AWS_EC2_METADATA_SERVICE_ENDPOINT = imds })
+      local hits = imds_lookup(imds, { AWS_EC2_METADATA_SERVICE_ENDPOINT = imds }, true)
       -- env credentials come first: IMDS is not asked
       local env = reader_env()
       env.AWS_EC2_METADATA_DISABLED = false
       env.AWS_EC2_METADATA_SERVICE_ENDPOINT = imds
       assert(cli("aws/app/plain/", env))
       assert.same(hits, vh.hits(imds))
+    end)
+
+    it("EC2 IMDS at 169.254.169.254 through lua-resty-aws's own provider, v2 then v1", function()
+      imds_lookup(IMDS, {})
+      imds_lookup(IMDS, {}, true)
     end)
 
     it("EKS web identity through STS AssumeRoleWithWebIdentity, moto checking the lookup it signs", function()
