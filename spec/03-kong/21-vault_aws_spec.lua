@@ -24,10 +24,6 @@ local THROTTLE_PORT = 18211
 local IMDS_PORT = 18212
 local ECS_PORT = 18213
 local STS_WEB_PORT = 18214
--- EC2's metadata address, put on lo for this spec (root, as CI runs): the
--- only one lua-resty-aws's own IMDS provider asks
-local IMDS_ADDRESS = "169.254.169.254"
-local IMDS = "http://" .. IMDS_ADDRESS .. ":80"
 
 local S = vh.remember_secrets({
   first = "aws-pw-first-0b9d",
@@ -41,6 +37,9 @@ local fmt = string.format
 
 
 describe("vault aws (moto) [#postgres]", function()
+  -- an IMDS stand-in at EC2's own address, the only one lua-resty-aws's
+  -- own IMDS provider asks
+  local imds_default
   local moto, dir, keys, setup_py, python
 
   -- shell assignments for `kong vault get` (a fresh process: lua-resty-aws
@@ -101,13 +100,11 @@ describe("vault aws (moto) [#postgres]", function()
 
     vh.start_standin("aws-throttle", THROTTLE_PORT, { upstream = moto, throttle_count = 1 })
     vh.start_standin("imds", IMDS_PORT, {})
-    local ok, out = kr.project.run("ip addr replace " .. IMDS_ADDRESS .. "/32 dev lo 2>&1")
-    assert(ok, "cannot put " .. IMDS_ADDRESS .. " on lo (this spec needs root): " .. tostring(out))
-    vh.start_standin("imds", 80, { host = IMDS_ADDRESS })
+    imds_default = vh.start_standin_at_imds_address("imds")
     vh.start_standin("ecs", ECS_PORT, { auth_token = "ecs-auth-token" })
     kr.project.write_file(dir .. "/web-identity-token", "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJrb25nIn0.c2lnbmF0dXJl")
     vh.start_standin("sts-web", STS_WEB_PORT, { jwt_file = dir .. "/web-identity-token", upstream = moto })
-    for _, url in ipairs({ "http://127.0.0.1:" .. IMDS_PORT, "http://127.0.0.1:" .. ECS_PORT, IMDS }) do
+    for _, url in ipairs({ "http://127.0.0.1:" .. IMDS_PORT, "http://127.0.0.1:" .. ECS_PORT, imds_default }) do
       assert.equals(200, (vh.http("PUT", url .. "/_admin/creds", keys.temp)))
     end
 
@@ -163,7 +160,6 @@ describe("vault aws (moto) [#postgres]", function()
   lazy_teardown(function()
     kr.stop_kong()
     vh.stop_servers()
-    kr.project.run("ip addr del " .. IMDS_ADDRESS .. "/32 dev lo 2>/dev/null")
   end)
 
   describe("a plugin field", function()
@@ -264,8 +260,8 @@ describe("vault aws (moto) [#postgres]", function()
     end)
 
     it("EC2 IMDS at 169.254.169.254 through lua-resty-aws's own provider, v2 then v1", function()
-      imds_lookup(IMDS, {})
-      imds_lookup(IMDS, {}, true)
+      imds_lookup(imds_default, {})
+      imds_lookup(imds_default, {}, true)
     end)
 
     it("EKS web identity through STS AssumeRoleWithWebIdentity, moto checking the lookup it signs", function()

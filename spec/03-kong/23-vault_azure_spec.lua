@@ -32,7 +32,7 @@ local S = vh.remember_secrets({
 
 
 describe("vault azure (stand-in) [#postgres]", function()
-  local az, foreign
+  local az, foreign, at_imds
 
   local function cli(reference, vars)
     return vh.kong_vault_get(reference, vh.cli_env(vars))
@@ -43,7 +43,11 @@ describe("vault azure (stand-in) [#postgres]", function()
     az = vh.start_standin("azure", AZ_PORT, opts)
     opts.next_link_base = "http://127.0.0.1:" .. DOWN_PORT
     foreign = vh.start_standin("azure", FOREIGN_PORT, opts)
-    for _, base in ipairs({ az, foreign }) do
+    opts.next_link_base = nil
+    -- Key Vault and the managed identity endpoint at Azure's IMDS address:
+    -- a vault without identity_endpoint asks there
+    at_imds = vh.start_standin_at_imds_address("azure", opts)
+    for _, base in ipairs({ az, foreign, at_imds }) do
       for _, pw in ipairs({ S.v1, S.v2, S.v3 }) do
         vh.standin_secret(base, "db-creds", cjson.encode({ user = "app", password = pw }))
       end
@@ -67,6 +71,7 @@ describe("vault azure (stand-in) [#postgres]", function()
       -- its own prefix for the credentials: no NOPE_CLIENT_SECRET, so the
       -- managed identity
       ["az-msi"] = { vault_uri = az, credentials_prefix = "NOPE", identity_endpoint = az },
+      ["az-imds"] = { vault_uri = at_imds, credentials_prefix = "NOPE" },
       ["az-wrongsecret"] = { vault_uri = az, credentials_prefix = "KONGAZ", client_id = CLIENT_ID,
                              tenant_id = TENANT, authority_host = az },
       ["az-foreign"] = { vault_uri = foreign, tenant_id = TENANT, client_id = CLIENT_ID, authority_host = foreign },
@@ -99,6 +104,13 @@ describe("vault azure (stand-in) [#postgres]", function()
     it("resolves through a named vault with a managed identity token", function()
       assert.equals(S.plain, vh.probe("/az").config.other)
       assert.is_true((vh.hits(az)["azure-msi"] or 0) >= 1)
+    end)
+
+    it("gets a managed identity token from 169.254.169.254 when no identity_endpoint is set", function()
+      local value, err = vh.vault_get("/az", "{vault://az-imds/api-token}")
+      assert.is_nil(err)
+      assert.equals(S.plain, value)
+      assert.equals(1, vh.hits(at_imds)["azure-msi"])
     end)
 
     it("resolves #N to the N-th version by creation time, through the paged version list", function()
