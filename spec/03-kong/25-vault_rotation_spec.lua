@@ -2,7 +2,8 @@
 -- `hcv` strategy against a real OpenBao and KONG_VAULT_ROTATION_INTERVAL=1
 -- (Kong's node cache then keeps entries at least 2 s): a changed secret is
 -- seen after its ttl, a deleted one is served for resurrect_ttl and then
--- fails, neg_ttl sets how long a failed lookup stays cached, and
+-- fails, neg_ttl sets how long a failed lookup stays cached, a vault's
+-- configured ttl / neg_ttl apply to references that name none, and
 -- kong.vault.try re-resolves and calls again once when its callback fails.
 
 local helpers = require "spec.helpers"
@@ -13,7 +14,8 @@ local vh = require "fixtures.standins.helpers"
 local BAO_PORT = 18240        -- and 18241
 
 local V = vh.remember_secrets({ a1 = "rot-a-one-51d2", a2 = "rot-a-two-7c0e", b1 = "rot-b-one-a93f",
-                                c1 = "rot-c-one-2e77", d1 = "rot-d-one-f018", d2 = "rot-d-two-6b5a" })
+                                c1 = "rot-c-one-2e77", d1 = "rot-d-one-f018", d2 = "rot-d-two-6b5a",
+                                f1 = "rot-f-one-0c3b", f2 = "rot-f-two-d815" })
 
 
 describe("vault rotation (hcv, OpenBao) [#postgres]", function()
@@ -105,6 +107,22 @@ describe("vault rotation (hcv, OpenBao) [#postgres]", function()
     helpers.wait_until(function()
       return vh.vault_get("/rot-c", ref) == V.c1
     end, 10)
+  end)
+
+  it("takes ttl and neg_ttl from the vault's config when the reference has none", function()
+    put("rot/f", V.f1)
+    vh.put_vaults("hcv", { ["hcv-ttl"] = { port = BAO_PORT, kv = "v2", token = "root", ttl = 2, neg_ttl = 40 } })
+    vh.probe_route("/rot-f", { secret = "{vault://hcv-ttl/rot/f/value}" })
+    assert.equals(V.f1, vh.probe("/rot-f").config.secret)
+    put("rot/f", V.f2)
+    helpers.wait_until(function()
+      return vh.probe("/rot-f").config.secret == V.f2
+    end, 10)
+    local missing = "{vault://hcv-ttl/rot/g/value}"
+    assert.is_nil((vh.vault_get("/rot-f", missing)))
+    local json = vh.probe("/rot-f?shm=" .. ngx.escape_uri(missing))
+    assert.is_true(json.shm[1].negative)
+    assert.is_true(json.shm[1].ttl > 30, "negative entry ttl " .. json.shm[1].ttl)
   end)
 
   describe("kong.vault.try", function()
