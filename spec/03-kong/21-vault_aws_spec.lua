@@ -274,6 +274,47 @@ describe("vault aws (moto) [#postgres]", function()
       assert.equals(1, vh.hits(sts)["sts-web"])
     end)
 
+    it("profile, ECS, EKS web identity, IMDS: each only when those before it are absent", function()
+      local ecs, sts, imds = "http://127.0.0.1:" .. ECS_PORT, "http://127.0.0.1:" .. STS_WEB_PORT,
+                             "http://127.0.0.1:" .. IMDS_PORT
+      assert.equals(200, (vh.http("PUT", imds .. "/_admin/imds-tokens", "on")))
+      -- each source, and the stand-in request that shows it was used
+      local sources = {
+        { vars = { AWS_PROFILE = "kong", AWS_SHARED_CREDENTIALS_FILE = dir .. "/credentials" } },
+        { vars = { AWS_CONTAINER_CREDENTIALS_FULL_URI = ecs .. "/v2/credentials/kong",
+                   AWS_CONTAINER_AUTHORIZATION_TOKEN = "ecs-auth-token" }, base = ecs, hit = "ecs" },
+        { vars = { AWS_WEB_IDENTITY_TOKEN_FILE = dir .. "/web-identity-token", AWS_ROLE_ARN = keys.role_arn,
+                   AWS_ROLE_SESSION_NAME = "eks", KONG_VAULT_AWS_STS_ENDPOINT_URL = sts },
+          base = sts, hit = "sts-web" },
+        { vars = { AWS_EC2_METADATA_DISABLED = false, AWS_EC2_METADATA_SERVICE_ENDPOINT = imds },
+          base = imds, hit = "imds-token" },
+      }
+      local function counts()
+        local n = {}
+        for i, source in ipairs(sources) do
+          n[i] = source.base and (vh.hits(source.base)[source.hit] or 0) or 0
+        end
+        return n
+      end
+      for first = 1, #sources do
+        local vars = {}
+        for i = first, #sources do
+          for k, v in pairs(sources[i].vars) do
+            vars[k] = v
+          end
+        end
+        local before = counts()
+        local ok, out, err = cli("aws/app/plain/", vars)
+        assert(ok, err)
+        assert.equals(S.plain, out)
+        local after = counts()
+        for i = 2, #sources do
+          assert.equals(i == first and 1 or 0, after[i] - before[i],
+                        fmt("%s requests with the sources from #%d on", sources[i].hit, first))
+        end
+      end
+    end)
+
     it("none: a clear error", function()
       local ok, out, err = cli("aws/app/plain/", {})
       assert.is_false(ok)
