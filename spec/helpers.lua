@@ -148,10 +148,11 @@ function helpers.nginx(opts)
 end
 
 
---- Whether something already listens on 127.0.0.1:`port`. Our servers listen
--- with `reuseport`, so a leftover nginx would silently share the port.
-function helpers.port_in_use(port)
-  return (run("bash -c 'exec 3<>/dev/tcp/127.0.0.1/" .. tonumber(port) .. "' 2>/dev/null"))
+--- Whether something already listens on `host` (127.0.0.1 by default):`port`.
+-- Our servers listen with `reuseport`, so a leftover nginx would silently
+-- share the port.
+function helpers.port_in_use(port, host)
+  return (run("bash -c 'exec 3<>/dev/tcp/" .. (host or "127.0.0.1") .. "/" .. tonumber(port) .. "' 2>/dev/null"))
 end
 
 
