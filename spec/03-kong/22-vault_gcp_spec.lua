@@ -6,6 +6,8 @@
 -- keys, versions, TLS checked against lua_ssl_trusted_certificate, tokens
 -- kept per worker and renewed when refused, `kong vault get`, named vaults
 -- through /vaults, wrong credentials, a server that is down, not found.
+-- Last, a node without a key file that finds the metadata server by its
+-- default name, metadata.google.internal.
 
 local helpers = require "spec.helpers"
 local kr = require "keyring_helpers"
@@ -193,5 +195,53 @@ describe("vault gcp (stand-in) [#postgres]", function()
     it("writes no secret to the error log", function()
       vh.assert_no_secret_in_log({ S.first, S.second, S.plain, private_pem:match("\n([^\n]+)\n") })
     end)
+  end)
+end)
+
+
+-- A node without GCP_SERVICE_ACCOUNT and with no metadata_url anywhere asks
+-- the metadata server at its default name. Kong's DNS client reads that
+-- name from the node's dns_hostsfile, here a copy of the test hosts file
+-- that maps it to the metadata address, put on lo for the stand-in: the
+-- request never leaves the machine, and without the entry the name would
+-- not resolve at all (the resolver is on loopback).
+describe("vault gcp (stand-in) at metadata.google.internal [#postgres]", function()
+  local at_metadata
+
+  lazy_setup(function()
+    local dir = kr.project.tmp .. "/spec-22_gcp_metadata"
+    assert(kr.project.run("rm -rf " .. dir .. " && mkdir -p " .. dir))
+    local hosts = dir .. "/hosts"
+    local fixture = assert(kr.project.read_file(helpers.test_conf.dns_hostsfile))
+    kr.project.write_file(hosts, fixture .. "\n" .. vh.IMDS_ADDRESS .. " metadata.google.internal\n")
+
+    at_metadata = vh.start_standin_at_imds_address("gcp", { project = PROJECT, sa_email = EMAIL })
+    vh.standin_secret(at_metadata, "api-token", S.plain)
+
+    helpers.unsetenv("GCP_SERVICE_ACCOUNT")
+    helpers.unsetenv("GCE_METADATA_HOST")
+    vh.db()
+    assert(helpers.start_kong(vh.kong_env {
+      vault_gcp_project_id = PROJECT,
+      vault_gcp_api_url = at_metadata,
+      dns_hostsfile = hosts,
+    }))
+    vh.probe_route("/gcp-metadata", { secret = "{vault://gcp/api-token}" })
+  end)
+
+  lazy_teardown(function()
+    kr.stop_kong()
+    vh.stop_servers()
+  end)
+
+  it("resolves with the metadata server's token, asked for by name", function()
+    kr.on_both_workers(function() return kr.proxy("GET", "/gcp-metadata") end, function(status, json)
+      assert.equals(200, status)
+      assert.equals(S.plain, json.config.secret)
+    end)
+    local hits = vh.hits(at_metadata)
+    assert.is_true((hits["gcp-metadata via metadata.google.internal"] or 0) >= 1)
+    assert.equals(hits["gcp-metadata"], hits["gcp-metadata via metadata.google.internal"])
+    assert.is_nil(hits["gcp-token"])
   end)
 end)
