@@ -225,6 +225,7 @@ describe("vault gcp (stand-in) at metadata.google.internal [#postgres]", functio
       vault_gcp_project_id = PROJECT,
       vault_gcp_api_url = at_metadata,
       dns_hostsfile = hosts,
+      resolver_hosts_file = hosts,   -- the same for Kong's new DNS client
     }))
     vh.probe_route("/gcp-metadata", { secret = "{vault://gcp/api-token}" })
   end)
