@@ -26,7 +26,7 @@ stop_servers() {
   for pidfile in "$TMP"/vault-servers/*/bao.pid "$TMP"/vault-servers/*/moto.pid "$TMP"/vault-servers/standin-*.pid; do
     [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null && rm -f "$pidfile"
   done
-  # the cloud metadata address the aws and azure specs put on lo
+  # the cloud metadata address the aws, azure and gcp specs put on lo
   ip addr del 169.254.169.254/32 dev lo 2>/dev/null
   scripts/pg.sh stop >/dev/null 2>&1
   return 0
