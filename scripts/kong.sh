@@ -73,7 +73,7 @@ load_env() {
   # Kong's bin/busted drops every KONG_* variable and turns KONG_TEST_* into KONG_*
   export KONG_TEST_PG_PORT=$PG_PORT
   export KONG_TEST_LUA_PACKAGE_PATH="$ROOT/spec/fixtures/?.lua;$ROOT/spec/fixtures/?/init.lua"
-  export KONG_TEST_DNS_RESOLVER=127.0.0.1:53
+  export KONG_TEST_DNS_RESOLVER=127.0.0.1:53 KONG_TEST_RESOLVER_ADDRESS=127.0.0.1:53
 }
 
 cmd_install() {

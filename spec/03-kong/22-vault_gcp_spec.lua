@@ -7,7 +7,7 @@
 -- kept per worker and renewed when refused, `kong vault get`, named vaults
 -- through /vaults, wrong credentials, a server that is down, not found.
 -- Last, a node without a key file that finds the metadata server by its
--- default name, metadata.google.internal.
+-- default name, metadata.google.internal, in the node and in `kong vault get`.
 
 local helpers = require "spec.helpers"
 local kr = require "keyring_helpers"
@@ -244,5 +244,26 @@ describe("vault gcp (stand-in) at metadata.google.internal [#postgres]", functio
     assert.is_true((hits["gcp-metadata via metadata.google.internal"] or 0) >= 1)
     assert.equals(hits["gcp-metadata"], hits["gcp-metadata via metadata.google.internal"])
     assert.is_nil(hits["gcp-token"])
+  end)
+
+  it("kong vault get finds it by name through the node's hosts file", function()
+    local before = vh.hits(at_metadata)["gcp-metadata via metadata.google.internal"] or 0
+    local ok, out, err = vh.kong_vault_get("gcp/api-token")
+    assert(ok, err)
+    assert.equals(S.plain, out)
+    assert.equals(before + 1, vh.hits(at_metadata)["gcp-metadata via metadata.google.internal"])
+
+    -- a hosts file without the entry: the name does not resolve (the
+    -- resolver is on loopback), and the error says which request failed
+    local fixture = helpers.test_conf.dns_hostsfile
+    ok, out, err = vh.kong_vault_get("gcp/api-token", vh.cli_env({
+      KONG_DNS_HOSTSFILE = fixture, KONG_RESOLVER_HOSTS_FILE = fixture,
+    }))
+    assert.is_false(ok)
+    assert.equals("", out)
+    assert.matches("gcp: metadata server token request failed: ", err, 1, true)
+    assert.matches("DNS resolution failed", err, 1, true)
+    assert.matches("metadata.google.internal", err, 1, true)
+    assert.equals(before + 1, vh.hits(at_metadata)["gcp-metadata via metadata.google.internal"])
   end)
 end)
