@@ -139,7 +139,8 @@ node_env() {
   export KONG_DATABASE=postgres KONG_PG_HOST=127.0.0.1 KONG_PG_PORT=$PG_PORT KONG_PG_USER=postgres
   export KONG_PG_DATABASE=kk_bench_$n KONG_PREFIX=$(prefix "$n")
   export KONG_PLUGINS=bundled,keyring KONG_KEYRING_ENABLED=${ENABLED[$n]}
-  export KONG_NGINX_WORKER_PROCESSES=2 KONG_DNS_RESOLVER=127.0.0.1:53 KONG_RESOLVER_ADDRESS=127.0.0.1:53 KONG_ANONYMOUS_REPORTS=off
+  export KONG_NGINX_WORKER_PROCESSES=2 KONG_ANONYMOUS_REPORTS=off
+  export KONG_DNS_RESOLVER=127.0.0.1:53 KONG_RESOLVER_ADDRESS=127.0.0.1:53
   # reuseport: the kernel spreads wrk's connections over both workers; without
   # it one worker may take most of them in one run and not in the next, and
   # requests/s jumps between two levels ~30% apart (both nodes alike)
