@@ -353,6 +353,15 @@ pub fn openssl_rsa_decrypt(private_pem: &str, padding: &[&str], wrapped: &[u8]) 
     try_openssl_rsa_decrypt(private_pem, padding, wrapped).unwrap_or_else(|e| panic!("openssl pkeyutl -decrypt failed: {e}"))
 }
 
+/// Whether unpadding `wrapped` with `padding` yields exactly `key`. The
+/// negative checks use this rather than "decryption fails": an OAEP block
+/// always starts with 0x00, so PKCS#1 v1.5 unpadding accepts about one in
+/// 400 of them (when the next byte happens to be 0x02) and returns other
+/// bytes.
+pub fn openssl_rsa_recovers(private_pem: &str, padding: &[&str], wrapped: &[u8], key: &[u8]) -> bool {
+    try_openssl_rsa_decrypt(private_pem, padding, wrapped).is_ok_and(|opened| opened == key)
+}
+
 /// Kong Enterprise's padding (docs/formats.md, "Export blob v1", "Recovery
 /// rows" `$ker$1$`).
 pub const PKCS1: &[&str] = &["-pkeyopt", "rsa_padding_mode:pkcs1"];
