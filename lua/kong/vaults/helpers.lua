@@ -22,6 +22,7 @@ local find = string.find
 local sub = string.sub
 local gsub = string.gsub
 local escape_uri = ngx.escape_uri
+local ngx_time = ngx.time
 local to_hex = require("resty.string").to_hex
 local os_getenv = os.getenv
 
@@ -306,7 +307,7 @@ end
 
 
 --- The token kept in `tokens` under `key`, else a token endpoint's answer
--- (OAuth 2: `access_token`, `expires_in`), then kept: token, nil, key; or
+-- (OAuth 2: `access_token`, `expires_in` or `expires_on`), then kept: token, nil, key; or
 -- nil, err naming `what`. `opts` are request options, or a function giving
 -- them (or nil, err) when a request is needed.
 function _M.token_request(tokens, key, what, url, opts)
@@ -329,8 +330,13 @@ function _M.token_request(tokens, key, what, url, opts)
   if not body or type(body.access_token) ~= "string" then
     return nil, _M.status_error(what, res.status, res.body)
   end
-  -- some endpoints (Azure IMDS) answer expires_in as a string
-  tokens.set(key, body.access_token, tonumber(body.expires_in))
+  -- some endpoints (Azure IMDS) answer expires_in as a string, others
+  -- (Azure App Service) only expires_on, the expiry in seconds since the epoch
+  local ttl = tonumber(body.expires_in)
+  if not ttl and tonumber(body.expires_on) then
+    ttl = tonumber(body.expires_on) - ngx_time()
+  end
+  tokens.set(key, body.access_token, ttl)
   return body.access_token, nil, key
 end
 

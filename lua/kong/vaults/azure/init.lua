@@ -8,13 +8,21 @@
 -- (`/secrets/<name>/versions`, following nextLink on the vault's own origin
 -- only). No version: the current one.
 --
--- Token (Entra ID, resource https://vault.azure.net), first that applies:
+-- Token (Entra ID, resource https://vault.azure.net), first that applies,
+-- in the order of Azure's own DefaultAzureCredential:
 --   1. client credentials: client_id (config or <prefix>_CLIENT_ID),
 --      tenant_id (config or <prefix>_TENANT_ID) and <prefix>_CLIENT_SECRET,
 --      posted to <authority>/<tenant>/oauth2/v2.0/token;
---   2. managed identity: the instance metadata endpoint's
---      /metadata/identity/oauth2/token (client_id selects a user-assigned
---      identity when set).
+--   2. workload identity (AKS): the same request with the Kubernetes
+--      service account token of <prefix>_FEDERATED_TOKEN_FILE as a client
+--      assertion instead of a secret (the file is read at each login: the
+--      kubelet rewrites it);
+--   3. managed identity, App Service / Container Apps flavour: when the
+--      platform sets IDENTITY_ENDPOINT and IDENTITY_HEADER and the config
+--      names no identity_endpoint;
+--   4. managed identity, instance metadata (IMDS) flavour:
+--      <identity_endpoint>/metadata/identity/oauth2/token.
+-- With a managed identity, client_id selects a user-assigned identity.
 -- <prefix> is config.credentials_prefix ("AZURE"). Tokens are kept per
 -- worker until shortly before they expire.
 
@@ -27,6 +35,7 @@ local type = type
 local find = string.find
 local lower = string.lower
 local tonumber = tonumber
+local unpack = unpack
 local escape_uri = ngx.escape_uri
 local encode_args = ngx.encode_args
 
@@ -37,10 +46,14 @@ helpers.remember_env_matching("_CLIENT_SECRET$")
 helpers.remember_env_matching("_CLIENT_ID$")
 helpers.remember_env_matching("_TENANT_ID$")
 helpers.remember_env_matching("_AUTHORITY_HOST$")
+helpers.remember_env_matching("_FEDERATED_TOKEN_FILE$")
+helpers.remember_env_matching("^IDENTITY_ENDPOINT$")
+helpers.remember_env_matching("^IDENTITY_HEADER$")
 
 local RESOURCE = "https://vault.azure.net"
 local DEFAULT_AUTHORITY = "https://login.microsoftonline.com"
 local DEFAULT_IDENTITY = "http://169.254.169.254"
+local JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 local MAX_PAGES = 20
 
 local TOKENS = helpers.token_cache()
@@ -63,21 +76,63 @@ local function origin(url)
 end
 
 
-local function client_credentials_token(conf, client_id, tenant_id, secret)
+-- an Entra ID token for the application `client_id`, which proves itself
+-- with the form fields `proof()` gives (a secret or a client assertion; read
+-- only when a request is needed), kept under a key made of `key_parts`
+local function entra_token(conf, what, client_id, tenant_id, key_parts, proof)
   local authority = conf.authority_host or helpers.getenv(conf.credentials_prefix .. "_AUTHORITY_HOST")
                     or DEFAULT_AUTHORITY
   local url = fmt("%s/%s/oauth2/v2.0/token", strip(authority), escape_uri(tenant_id))
-  local key = helpers.hash("azure-client", url, client_id, secret)
-  return helpers.token_request(TOKENS, key, "client credentials token request", url, {
-    method = "POST",
-    headers = { ["Content-Type"] = "application/x-www-form-urlencoded" },
-    body = encode_args({
-      grant_type = "client_credentials",
-      client_id = client_id,
-      client_secret = secret,
-      scope = RESOURCE .. "/.default",
-    }),
-  })
+  local key = helpers.hash(url, client_id, unpack(key_parts))
+  return helpers.token_request(TOKENS, key, what, url, function()
+    local form, err = proof()
+    if not form then
+      return nil, err
+    end
+    form.grant_type = "client_credentials"
+    form.client_id = client_id
+    form.scope = RESOURCE .. "/.default"
+    return {
+      method = "POST",
+      headers = { ["Content-Type"] = "application/x-www-form-urlencoded" },
+      body = encode_args(form),
+    }
+  end)
+end
+
+
+local function client_credentials_token(conf, client_id, tenant_id, secret)
+  return entra_token(conf, "client credentials token request", client_id, tenant_id, { "azure-client", secret },
+                     function() return { client_secret = secret } end)
+end
+
+
+-- the key names the file, not its token: a login with a newer token
+-- gets the same access, and the file is read only to log in
+local function workload_identity_token(conf, client_id, tenant_id, file)
+  local function assertion()
+    local token, err = helpers.read_file(file)
+    if not token then
+      return nil, "cannot read the federated token file: " .. tostring(err)
+    end
+    token = token:gsub("%s+$", "")
+    if token == "" then
+      return nil, "the federated token file " .. file .. " is empty"
+    end
+    return { client_assertion_type = JWT_BEARER, client_assertion = token }
+  end
+  return entra_token(conf, "workload identity token request", client_id, tenant_id, { "azure-federated", file },
+                     assertion)
+end
+
+
+-- App Service and Container Apps: a local endpoint guarded by a header
+-- whose value the platform gives the app
+local function app_service_token(client_id, endpoint, header)
+  local query = { ["api-version"] = "2019-08-01", resource = RESOURCE, client_id = client_id }
+  local key = helpers.hash("azure-app-service", endpoint, client_id, header)
+  return helpers.token_request(TOKENS, key, "App Service managed identity token request", endpoint,
+                               { query = query, headers = { ["X-IDENTITY-HEADER"] = header }, timeout = 3000 })
 end
 
 
@@ -90,16 +145,30 @@ local function managed_identity_token(conf, client_id)
 end
 
 
+local function non_empty(value)
+  return value ~= nil and value ~= ""
+end
+
+
 local function get_token(conf)
   local prefix = conf.credentials_prefix
   local client_id = conf.client_id or helpers.getenv(prefix .. "_CLIENT_ID")
   local tenant_id = conf.tenant_id or helpers.getenv(prefix .. "_TENANT_ID")
   local secret = helpers.getenv(prefix .. "_CLIENT_SECRET")
-  if secret and secret ~= "" then
+  local token_file = helpers.getenv(prefix .. "_FEDERATED_TOKEN_FILE")
+  if non_empty(secret) or non_empty(token_file) then
     if not client_id or not tenant_id then
-      return nil, fmt("%s_CLIENT_SECRET is set but client_id or tenant_id is missing", prefix)
+      return nil, fmt("%s_%s is set but client_id or tenant_id is missing", prefix,
+                      non_empty(secret) and "CLIENT_SECRET" or "FEDERATED_TOKEN_FILE")
     end
-    return client_credentials_token(conf, client_id, tenant_id, secret)
+    if non_empty(secret) then
+      return client_credentials_token(conf, client_id, tenant_id, secret)
+    end
+    return workload_identity_token(conf, client_id, tenant_id, token_file)
+  end
+  local endpoint, header = helpers.getenv("IDENTITY_ENDPOINT"), helpers.getenv("IDENTITY_HEADER")
+  if not conf.identity_endpoint and non_empty(endpoint) and non_empty(header) then
+    return app_service_token(client_id, endpoint, header)
   end
   return managed_identity_token(conf, client_id)
 end

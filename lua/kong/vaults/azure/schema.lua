@@ -20,7 +20,8 @@ return helpers.vault_schema("azure", {
   { credentials_prefix = { type = "string", default = "AZURE", match = [[^[%a_][%w_]*$]] } },
   -- Entra ID authority; default <prefix>_AUTHORITY_HOST, else login.microsoftonline.com
   { authority_host = helpers.url_field() },
-  -- managed identity endpoint (IMDS); default http://169.254.169.254
+  -- managed identity endpoint (IMDS); default http://169.254.169.254; when
+  -- set, App Service's IDENTITY_ENDPOINT is not used
   { identity_endpoint = helpers.url_field() },
   { api_version = { type = "string", default = "7.4", match = [[^[%w%.%-]+$]] } },
 })
