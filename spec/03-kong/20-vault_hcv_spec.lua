@@ -13,6 +13,9 @@ local BAO_PORT = 18200        -- and 18201, OpenBao's cluster port
 local REVIEW_PORT = 18202
 local DOWN_PORT = 18209       -- nothing listens there
 
+-- bytes no text secret store holds as they are: stored base64-encoded
+local BINARY = "\0\1\2\255\254 binary key material \128\r\n\0"
+
 local SECRETS = vh.remember_secrets({ "hcv-pw-first-7f3a", "hcv-pw-second-91c2", "hcv-v1-user-5d0e",
                                       "hcv-ns-value-c4b8" })
 
@@ -49,6 +52,11 @@ describe("vault hcv (OpenBao) [#postgres]", function()
                                { data = { user = "app", password = SECRETS[1] } })))
     assert.equals(200, (vh.bao(bao, "POST", "secret/data/app/db",
                                { data = { user = "app", password = SECRETS[2] } })))
+    -- base64 values, line-wrapped as `base64` writes them, and one that is not
+    local wrapped = ngx.encode_base64(BINARY):gsub("(" .. ("."):rep(16) .. ")", "%1\n")
+    assert.equals(200, (vh.bao(bao, "POST", "secret/data/app/blob",
+                               { data = { key = wrapped, note = ngx.encode_base64("hello") } })))
+    assert.equals(200, (vh.bao(bao, "POST", "secret/data/app/mixed", { data = { name = "not base64!" } })))
     assert.equals(204, (vh.bao(bao, "POST", "sys/mounts/kv1", { type = "kv", options = { version = "1" } })))
     -- a new mount answers 400 until it is set up
     helpers.wait_until(function()
@@ -123,6 +131,7 @@ describe("vault hcv (OpenBao) [#postgres]", function()
       ["hcv-kube"] = { kv = "v2", auth_method = "kubernetes", kube_role = "kong",
                        kube_api_token_file = dir .. "/sa-token" },
       ["hcv-ns"] = { kv = "v2", namespace = "team-a", token = "root" },
+      ["hcv-b64"] = { kv = "v2", token = token, base64_decode = true },
       ["hcv-badtoken"] = { kv = "v2", token = "not-a-token" },
       ["hcv-badapprole"] = { kv = "v2", auth_method = "approle", approle_role_id = role_id,
                              approle_secret_id = "00000000-0000-0000-0000-000000000000" },
@@ -183,6 +192,16 @@ describe("vault hcv (OpenBao) [#postgres]", function()
       assert.is_true((vh.hits("http://127.0.0.1:" .. REVIEW_PORT)["tokenreview-ok"] or 0) >= 1)
     end)
 
+    it("decodes base64 values with base64_decode, key by key in a JSON secret", function()
+      local value, err = vh.vault_get("/hcv", "{vault://hcv-b64/app/blob/key}")
+      assert.is_nil(err)
+      assert.equals(ngx.encode_base64(BINARY), ngx.encode_base64(value))
+      assert.equals("hello", (vh.vault_get("/hcv", "{vault://hcv-b64/app/blob/note}")))
+      -- without it, the text as stored; per reference, as a query option
+      assert.equals(ngx.encode_base64("hello"), (vh.vault_get("/hcv", "{vault://hcv/app/blob/note}")))
+      assert.equals("hello", (vh.vault_get("/hcv", "{vault://hcv/app/blob/note?base64_decode=true}")))
+    end)
+
     it("reads from a namespace", function()
       local value, err = vh.vault_get("/hcv", "{vault://hcv-ns/app/db/password}")
       assert.is_nil(err)
@@ -208,6 +227,10 @@ describe("vault hcv (OpenBao) [#postgres]", function()
       ok, out, err = vh.kong_vault_get("{vault://hcv/app/db/password#1}")
       assert(ok, err)
       assert.equals(SECRETS[1], out)
+    end)
+
+    it("takes base64_decode from KONG_VAULT_HCV_BASE64_DECODE", function()
+      vh.assert_cli_values({ KONG_VAULT_HCV_BASE64_DECODE = "true" }, { { "hcv/app/blob/note", "hello" } })
     end)
 
     it("fails with the reason and no secret for a missing secret", function()
@@ -254,6 +277,11 @@ describe("vault hcv (OpenBao) [#postgres]", function()
                      get_err("{vault://hcv-badapprole/app/db/password}"), 1, true)
     end)
 
+    it("names the value that is not base64 when base64_decode is on", function()
+      assert.matches("hcv: the value of name in app/mixed is not base64 (base64_decode is on)",
+                     get_err("{vault://hcv-b64/app/mixed/name}"), 1, true)
+    end)
+
     it("names a server that is down", function()
       assert.matches("hcv: reading app/db failed: connection refused",
                      get_err("{vault://hcv-down/app/db/password}"), 1, true)
@@ -267,6 +295,18 @@ describe("vault hcv (OpenBao) [#postgres]", function()
       assert.matches("expected one of: v1, v2", json.fields.config.kv, 1, true)
       assert.matches("expected one of: http, https", json.fields.config.protocol, 1, true)
       assert.equals(404, (kr.admin("GET", "/vaults/hcv-bad")))
+    end)
+
+    it("accepts base64_decode in the config of every backend, as a boolean only", function()
+      for _, name in ipairs(vh.VAULTS) do
+        local status, body = kr.admin("PUT", "/vaults/b64-" .. name, { name = name, config = { base64_decode = true } })
+        assert(status == 200, name .. ": " .. tostring(body))
+        assert.equals(204, (kr.admin("DELETE", "/vaults/b64-" .. name)))
+      end
+      local status, _, json = kr.admin("POST", "/vaults", { prefix = "b64-bad", name = "hcv",
+                                                            config = { base64_decode = "yes" } })
+      assert.equals(400, status)
+      assert.matches("expected a boolean", json.fields.config.base64_decode, 1, true)
     end)
 
     it("writes no secret to the error log", function()

@@ -24,6 +24,9 @@ local CLIENT_ID = "kong-gateway-app"
 local CLIENT_SECRET = "az-client-secret-9d41"
 local APP_SERVICE_TTL = 6      -- s, lifetime of the App Service tokens
 
+-- bytes Key Vault holds base64-encoded (its secrets are text)
+local BINARY = "\0\255 az key bytes \1\128"
+
 local S = vh.remember_secrets({
   v1 = "az-pw-one-71e0",
   v2 = "az-pw-two-c3a8",
@@ -74,6 +77,7 @@ describe("vault azure (stand-in) [#postgres]", function()
       end
       vh.standin_secret(base, "api-token", S.plain)
     end
+    vh.standin_secret(az, "tls-key", ngx.encode_base64(BINARY))
 
     -- the node runs where App Service (or Container Apps) gives it a
     -- managed identity, and in a pod with a workload identity
@@ -113,6 +117,8 @@ describe("vault azure (stand-in) [#postgres]", function()
                           tenant_id = TENANT, authority_host = az },
       ["az-wrongsecret"] = { vault_uri = az, credentials_prefix = "KONGAZ", client_id = CLIENT_ID,
                              tenant_id = TENANT, authority_host = az },
+      ["az-b64"] = { vault_uri = az, tenant_id = TENANT, client_id = CLIENT_ID, authority_host = az,
+                     base64_decode = true },
       ["az-foreign"] = { vault_uri = foreign, tenant_id = TENANT, client_id = CLIENT_ID, authority_host = foreign },
       ["az-down"] = { vault_uri = "http://127.0.0.1:" .. DOWN_PORT, tenant_id = TENANT, client_id = CLIENT_ID,
                       authority_host = az },
@@ -185,6 +191,12 @@ describe("vault azure (stand-in) [#postgres]", function()
       kr.project.write_file(dir .. "/sa-token", S.sa_two .. "\n")
       kr.project.write_file(dir .. "/trusted", S.sa_two .. "\n")
       vh.assert_token_kept_and_renewed("/az", az, "azure-token-wi", "{vault://az-wi/api-token?ttl=%d}", S.plain)
+    end)
+
+    it("decodes a base64 secret with base64_decode", function()
+      local value, err = vh.vault_get("/az", "{vault://az-b64/tls-key}")
+      assert.is_nil(err)
+      assert.equals(ngx.encode_base64(BINARY), ngx.encode_base64(value))
     end)
 
     it("resolves #N to the N-th version by creation time, through the paged version list", function()
@@ -283,6 +295,11 @@ describe("vault azure (stand-in) [#postgres]", function()
                      get_err("{vault://az-foreign/db-creds/password#1}"), 1, true)
       -- the current version needs no list
       assert.equals(S.plain, (vh.vault_get("/az", "{vault://az-foreign/api-token}")))
+    end)
+
+    it("a secret that is not base64 in a vault with base64_decode", function()
+      assert.matches("azure: api-token is not base64 (base64_decode is on)", get_err("{vault://az-b64/api-token}"),
+                     1, true)
     end)
 
     it("a server that is down", function()

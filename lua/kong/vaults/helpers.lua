@@ -22,6 +22,7 @@ local find = string.find
 local sub = string.sub
 local gsub = string.gsub
 local escape_uri = ngx.escape_uri
+local decode_base64 = ngx.decode_base64
 local ngx_time = ngx.time
 local to_hex = require("resty.string").to_hex
 local os_getenv = os.getenv
@@ -364,16 +365,28 @@ function _M.read_with_token(tokens, get_token, call, resource, version)
 end
 
 
---- The schema of a vault strategy: `fields` of its config, then Kong's
--- `ttl`, `neg_ttl` and `resurrect_ttl` (seconds). Plain data.
+--- The fields every strategy has after its own: Kong's `ttl`, `neg_ttl`
+-- and `resurrect_ttl` (seconds), and `base64_decode` (as Kong Enterprise
+-- 3.11 has it). New tables at each call: Kong's schema code annotates fields.
+local function common_fields()
+  local fields = {}
+  for _, ttl in ipairs({ "ttl", "neg_ttl", "resurrect_ttl" }) do
+    fields[#fields + 1] = { [ttl] = { type = "number", between = { 0, 100000000 } } }
+  end
+  fields[#fields + 1] = { base64_decode = { type = "boolean", default = false } }
+  return fields
+end
+
+
+--- The schema of a vault strategy: `fields` of its config, then the common
+-- fields. Plain data.
 function _M.vault_schema(name, fields)
   local all = {}
   for i, f in ipairs(fields) do
     all[i] = f
   end
-  for _, ttl in ipairs({ "ttl", "neg_ttl", "resurrect_ttl" }) do
-    -- each field gets its own table (Kong's schema code annotates fields)
-    all[#all + 1] = { [ttl] = { type = "number", between = { 0, 100000000 } } }
+  for _, f in ipairs(common_fields()) do
+    all[#all + 1] = f
   end
   return { name = name, fields = { { config = { type = "record", fields = all } } } }
 end
@@ -385,9 +398,41 @@ function _M.url_field()
 end
 
 
+-- base64 text to bytes; whitespace is ignored (`base64` wraps its lines)
+local function from_base64(text)
+  return decode_base64((gsub(text, "%s+", "")))
+end
+
+
+-- With `base64_decode`, a secret's value is base64 text, or, when it is a
+-- JSON object (Kong picks a key of it after `get`), each of its string
+-- values is. Base64 text never starts with `{`, so the two cannot be mixed up.
+local function base64_decoded(value, resource)
+  local object = find(value, "^%s*{") and cjson.decode(value)
+  if type(object) ~= "table" then
+    local bytes = from_base64(value)
+    if not bytes then
+      return nil, fmt("%s is not base64 (base64_decode is on)", resource)
+    end
+    return bytes
+  end
+  for key, text in pairs(object) do
+    if type(text) == "string" then
+      local bytes = from_base64(text)
+      if not bytes then
+        return nil, fmt("the value of %s in %s is not base64 (base64_decode is on)", key, resource)
+      end
+      object[key] = bytes
+    end
+  end
+  return cjson.encode(object)
+end
+
+
 --- A `get(conf, resource, version)` for Kong and for plain callers: checks
 -- the resource, fills the defaults and calls `fetch(conf, resource,
--- version)`; errors come back prefixed with the strategy name.
+-- version)`, then decodes the value when `base64_decode` is on; errors come
+-- back prefixed with the strategy name.
 function _M.strategy(name, schema, fetch)
   local defaults = _M.defaults(schema)
   return function(conf, resource, version)
@@ -398,8 +443,12 @@ function _M.strategy(name, schema, fetch)
     if version ~= nil and (type(version) ~= "number" or version < 1 or version % 1 ~= 0) then
       return nil, fmt("%s: invalid version", name)
     end
+    conf = _M.with_defaults(conf, defaults)
     local value, ttl
-    value, err, ttl = fetch(_M.with_defaults(conf, defaults), resource, version)
+    value, err, ttl = fetch(conf, resource, version)
+    if value ~= nil and conf.base64_decode then
+      value, err = base64_decoded(value, resource)
+    end
     if value == nil then
       return nil, fmt("%s: %s", name, err or "no value")
     end

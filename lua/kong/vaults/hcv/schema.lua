@@ -3,35 +3,24 @@
 -- entities and KONG_VAULT_HCV_<FIELD> settings carry over. Plain data (no
 -- typedefs): kong.vaults.hcv reads its defaults outside Kong too.
 
--- each field gets its own table (Kong's schema code annotates fields)
-local function ttl()
-  return { type = "number", between = { 0, 100000000 } }
-end
+local helpers = require "kong.vaults.helpers"
 
-return {
-  name = "hcv",
-  fields = {
-    { config = { type = "record", fields = {
-      { protocol = { type = "string", one_of = { "http", "https" }, default = "http" } },
-      { host = { type = "string", default = "127.0.0.1" } },
-      { port = { type = "integer", between = { 1, 65535 }, default = 8200 } },
-      { mount = { type = "string", default = "secret", match = [[^[%w_%-][%w_%-/]*$]] } },
-      { kv = { type = "string", one_of = { "v1", "v2" }, default = "v1" } },
-      { token = { type = "string", referenceable = true, encrypted = true } },
-      { namespace = { type = "string" } },
-      { auth_method = { type = "string", one_of = { "token", "kubernetes", "approle" }, default = "token" } },
-      { kube_role = { type = "string" } },
-      { kube_auth_path = { type = "string", default = "kubernetes" } },
-      { kube_api_token_file = { type = "string",
-                                default = "/var/run/secrets/kubernetes.io/serviceaccount/token" } },
-      { approle_auth_path = { type = "string", default = "approle" } },
-      { approle_role_id = { type = "string" } },
-      { approle_secret_id = { type = "string", referenceable = true, encrypted = true } },
-      { approle_secret_id_file = { type = "string" } },
-      { approle_response_wrapping = { type = "boolean", default = false } },
-      { ttl = ttl() },
-      { neg_ttl = ttl() },
-      { resurrect_ttl = ttl() },
-    } } },
-  },
-}
+return helpers.vault_schema("hcv", {
+  { protocol = { type = "string", one_of = { "http", "https" }, default = "http" } },
+  { host = { type = "string", default = "127.0.0.1" } },
+  { port = { type = "integer", between = { 1, 65535 }, default = 8200 } },
+  { mount = { type = "string", default = "secret", match = [[^[%w_%-][%w_%-/]*$]] } },
+  { kv = { type = "string", one_of = { "v1", "v2" }, default = "v1" } },
+  { token = { type = "string", referenceable = true, encrypted = true } },
+  { namespace = { type = "string" } },
+  { auth_method = { type = "string", one_of = { "token", "kubernetes", "approle" }, default = "token" } },
+  { kube_role = { type = "string" } },
+  { kube_auth_path = { type = "string", default = "kubernetes" } },
+  { kube_api_token_file = { type = "string",
+                            default = "/var/run/secrets/kubernetes.io/serviceaccount/token" } },
+  { approle_auth_path = { type = "string", default = "approle" } },
+  { approle_role_id = { type = "string" } },
+  { approle_secret_id = { type = "string", referenceable = true, encrypted = true } },
+  { approle_secret_id_file = { type = "string" } },
+  { approle_response_wrapping = { type = "boolean", default = false } },
+})
