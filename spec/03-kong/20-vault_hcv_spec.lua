@@ -1,16 +1,21 @@
 -- The `hcv` vault strategy in real Kong (2 workers) against a real OpenBao
 -- dev server: KV v1 and v2, versions, token / AppRole (plain and
 -- response-wrapped secret id) / Kubernetes auth (OpenBao's auth/kubernetes
--- asking a local TokenReview stand-in), namespaces, `kong vault get`, named
--- vaults through /vaults, and the errors of bad references and configs.
+-- asking a local TokenReview stand-in) / TLS certificate auth (OpenBao's TLS
+-- listener), namespaces, base64_decode, `kong vault get`, named vaults
+-- through /vaults, and the errors of bad references and configs.
 
 local helpers = require "spec.helpers"
 local kr = require "keyring_helpers"
 local vh = require "fixtures.standins.helpers"
 
 
+local fmt = string.format
+
+
 local BAO_PORT = 18200        -- and 18201, OpenBao's cluster port
 local REVIEW_PORT = 18202
+local TLS_PORT = 18203        -- OpenBao's TLS listener (and 18204)
 local DOWN_PORT = 18209       -- nothing listens there
 
 -- bytes no text secret store holds as they are: stored base64-encoded
@@ -40,12 +45,14 @@ end
 
 
 describe("vault hcv (OpenBao) [#postgres]", function()
-  local bao, dir, token, role_id, secret_id, wrapped_secret_id
+  local bao, dir, token, role_id, secret_id, wrapped_secret_id, client_key
 
   lazy_setup(function()
     dir = kr.project.tmp .. "/spec-20_hcv"
     assert(kr.project.run("rm -rf " .. dir .. " && mkdir -p " .. dir))
-    bao = vh.start_openbao(BAO_PORT)
+    -- OpenBao with a TLS listener too (this spec's CA), for cert auth
+    local ca, server_cert, server_key = vh.tls_files(dir .. "/tls")
+    bao = vh.start_openbao(BAO_PORT, { port = TLS_PORT, cert = server_cert, key = server_key })
 
     -- KV v2 at secret/ (dev mode): two versions; KV v1 at kv1/
     assert.equals(200, (vh.bao(bao, "POST", "secret/data/app/db",
@@ -89,7 +96,6 @@ describe("vault hcv (OpenBao) [#postgres]", function()
     vh.start_standin("tokenreview", REVIEW_PORT, { jwt_file = dir .. "/allowed-jwts" })
     assert.equals(204, (vh.bao(bao, "POST", "sys/auth/kubernetes", { type = "kubernetes" })))
     -- outside a pod OpenBao needs the API server's CA given (unused over http)
-    local ca = vh.tls_files(dir .. "/tls")
     assert.equals(204, (vh.bao(bao, "POST", "auth/kubernetes/config", {
       kubernetes_host = "http://127.0.0.1:" .. REVIEW_PORT,
       kubernetes_ca_cert = kr.project.read_file(ca),
@@ -110,8 +116,24 @@ describe("vault hcv (OpenBao) [#postgres]", function()
       return vh.bao(bao, "POST", "secret/data/app/db", { data = { password = SECRETS[4] } }, ns) == 200
     end, 10)
 
+    -- TLS certificate auth: Kong's client certificate is trusted for the
+    -- role kong; another one is not
+    local function client_cert(name)
+      assert(kr.project.run(fmt("openssl req -x509 -newkey rsa:2048 -nodes -keyout %s/%s.key -out %s/%s.crt "
+                                .. "-days 2 -subj /CN=%s 2>&1", dir, name, dir, name, name)))
+      return kr.project.read_file(dir .. "/" .. name .. ".crt"), kr.project.read_file(dir .. "/" .. name .. ".key")
+    end
+    local cert, stranger_cert, stranger_key
+    cert, client_key = client_cert("kong-gateway")
+    stranger_cert, stranger_key = client_cert("stranger")
+    vh.remember_secrets({ client_key, stranger_key })
+    assert.equals(204, (vh.bao(bao, "POST", "sys/auth/cert", { type = "cert" })))
+    assert.equals(204, (vh.bao(bao, "POST", "auth/cert/certs/kong", { certificate = cert,
+                                                                      token_policies = { "kong-read" } })))
+
     vh.db()
     assert(helpers.start_kong(vh.kong_env {
+      lua_ssl_trusted_certificate = ca,
       vault_hcv_protocol = "http",
       vault_hcv_host = "127.0.0.1",
       vault_hcv_port = BAO_PORT,
@@ -136,6 +158,16 @@ describe("vault hcv (OpenBao) [#postgres]", function()
       ["hcv-badapprole"] = { kv = "v2", auth_method = "approle", approle_role_id = role_id,
                              approle_secret_id = "00000000-0000-0000-0000-000000000000" },
       ["hcv-down"] = { kv = "v2", token = token, port = DOWN_PORT },
+      ["hcv-cert"] = { protocol = "https", port = TLS_PORT, kv = "v2", auth_method = "cert",
+                       cert_auth_cert = cert, cert_auth_cert_key = client_key, cert_auth_role_name = "kong" },
+      -- no role name: OpenBao tries every certificate it trusts
+      ["hcv-cert-any"] = { protocol = "https", port = TLS_PORT, kv = "v2", auth_method = "cert",
+                           cert_auth_cert = cert, cert_auth_cert_key = client_key },
+      ["hcv-cert-stranger"] = { protocol = "https", port = TLS_PORT, kv = "v2", auth_method = "cert",
+                                cert_auth_cert = stranger_cert, cert_auth_cert_key = stranger_key },
+      ["hcv-cert-http"] = { kv = "v2", auth_method = "cert", cert_auth_cert = cert, cert_auth_cert_key = client_key },
+      ["hcv-cert-nokey"] = { protocol = "https", port = TLS_PORT, kv = "v2", auth_method = "cert",
+                             cert_auth_cert = cert, cert_auth_cert_key = "-----BEGIN PRIVATE KEY-----\nnope\n" },
     }
     for prefix, config in pairs(vaults) do
       config.port = config.port or BAO_PORT
@@ -202,6 +234,15 @@ describe("vault hcv (OpenBao) [#postgres]", function()
       assert.equals("hello", (vh.vault_get("/hcv", "{vault://hcv/app/blob/note?base64_decode=true}")))
     end)
 
+    it("logs in with a TLS client certificate (cert auth), with and without a role name", function()
+      assert.equals(SECRETS[2], (vh.vault_get("/hcv", "{vault://hcv-cert/app/db/password}")))
+      assert.equals(SECRETS[2], (vh.vault_get("/hcv", "{vault://hcv-cert-any/app/db/password}")))
+      -- the private key is stored encrypted by the keyring
+      local stored = kr.psql("SELECT config ->> 'cert_auth_cert_key' FROM sm_vaults WHERE prefix = 'hcv-cert'")
+      assert.matches(kr.MARKED, stored)
+      assert.is_nil(stored:find("PRIVATE KEY", 1, true))
+    end)
+
     it("reads from a namespace", function()
       local value, err = vh.vault_get("/hcv", "{vault://hcv-ns/app/db/password}")
       assert.is_nil(err)
@@ -238,6 +279,13 @@ describe("vault hcv (OpenBao) [#postgres]", function()
       assert.is_false(ok)
       assert.equals("", out)
       assert.matches("hcv: app/nope not found", err, 1, true)
+    end)
+
+    it("says the CLI cannot decrypt a cert_auth_cert_key, and sends nothing", function()
+      local ok, out, err = vh.kong_vault_get("{vault://hcv-cert/app/db/password}")
+      assert.is_false(ok)
+      assert.equals("", out)
+      assert.matches("hcv: cert_auth_cert_key is encrypted by the keyring and cannot be decrypted here", err, 1, true)
     end)
   end)
 
@@ -282,6 +330,15 @@ describe("vault hcv (OpenBao) [#postgres]", function()
                      get_err("{vault://hcv-b64/app/mixed/name}"), 1, true)
     end)
 
+    it("names what is wrong with cert auth: an untrusted certificate, http, a key that is not PEM", function()
+      vh.assert_errors("/hcv", {
+        { "{vault://hcv-cert-stranger/app/db/password}",
+          "hcv: cert login answered 400 (invalid certificate or no client certificate supplied)" },
+        { "{vault://hcv-cert-http/app/db/password}", "hcv: cert auth needs protocol https" },
+        { "{vault://hcv-cert-nokey/app/db/password}", "hcv: cert_auth_cert_key is not a PEM private key" },
+      })
+    end)
+
     it("names a server that is down", function()
       assert.matches("hcv: reading app/db failed: connection refused",
                      get_err("{vault://hcv-down/app/db/password}"), 1, true)
@@ -311,7 +368,7 @@ describe("vault hcv (OpenBao) [#postgres]", function()
 
     it("writes no secret to the error log", function()
       vh.assert_no_secret_in_log(SECRETS)
-      vh.assert_no_secret_in_log({ token, secret_id, wrapped_secret_id })
+      vh.assert_no_secret_in_log({ token, secret_id, wrapped_secret_id, client_key })
     end)
   end)
 end)

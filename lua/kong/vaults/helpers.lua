@@ -119,6 +119,10 @@ local function request(url, opts)
     body = opts.body,
     query = opts.query,
     ssl_verify = opts.ssl_verify ~= false,
+    -- a client certificate (cdata of ngx.ssl.parse_pem_*); lua-resty-http
+    -- keeps such connections in a pool of their own
+    ssl_client_cert = opts.client_cert,
+    ssl_client_priv_key = opts.client_key,
   })
   if not res then
     return nil, err
@@ -136,7 +140,7 @@ end
 
 
 --- One HTTP(S) request. `opts`: method, headers, body, query, timeout,
--- ssl_verify (default true). Returns the resty.http response (status, body,
+-- ssl_verify (default true), client_cert and client_key (TLS client auth). Returns the resty.http response (status, body,
 -- headers) or nil, err (a connection or TLS failure; no request data).
 -- Never raises: lua-resty-core's sslhandshake can raise an assertion instead
 -- of returning an error when a handshake fails after yielding (a

@@ -1,5 +1,6 @@
 -- Vault strategy `hcv`: HashiCorp Vault and OpenBao, KV v1 and v2, with
--- token, AppRole or Kubernetes auth and an optional namespace.
+-- token, AppRole, Kubernetes or TLS certificate auth and an optional
+-- namespace.
 --
 --   {vault://hcv/<path>[/<key>][#<version>]}
 --
@@ -8,6 +9,7 @@
 
 local helpers = require "kong.vaults.helpers"
 local schema = require "kong.vaults.hcv.schema"
+local ssl = require "ngx.ssl"
 
 
 local fmt = string.format
@@ -33,12 +35,15 @@ local function headers_for(conf, token)
 end
 
 
--- POST auth/<path>/login with `body`: the client token and its lease
-local function login(conf, path, body, what)
+-- POST auth/<path>/login with `body` (and the TLS client certificate of
+-- `client`, if any): the client token and its lease
+local function login(conf, path, body, what, client)
   local res, err = request(base_url(conf) .. "auth/" .. helpers.escape_path(path) .. "/login", {
     method = "POST",
     headers = headers_for(conf),
     body = helpers.encode(body),
+    client_cert = client and client.cert,
+    client_key = client and client.key,
   })
   if not res then
     return nil, fmt("%s login failed: %s", what, err)
@@ -84,6 +89,30 @@ local function approle_secret_id(conf)
 end
 
 
+-- the client certificate and key of cert auth, parsed for the TLS handshake
+local function client_certificate(conf)
+  if not conf.cert_auth_cert or not conf.cert_auth_cert_key then
+    return nil, "cert auth needs cert_auth_cert and cert_auth_cert_key"
+  end
+  if conf.protocol ~= "https" then
+    return nil, "cert auth needs protocol https (the certificate is presented in the TLS handshake)"
+  end
+  if helpers.still_encrypted(conf.cert_auth_cert_key) then
+    return nil, "cert_auth_cert_key is encrypted by the keyring and cannot be decrypted here (the CLI: docs/vaults.md)"
+  end
+  -- the parsers' own errors are dropped: they may quote the PEM
+  local cert = ssl.parse_pem_cert(conf.cert_auth_cert)
+  if not cert then
+    return nil, "cert_auth_cert is not a PEM certificate"
+  end
+  local key = ssl.parse_pem_priv_key(conf.cert_auth_cert_key)
+  if not key then
+    return nil, "cert_auth_cert_key is not a PEM private key"
+  end
+  return { cert = cert, key = key }
+end
+
+
 -- a token for the configured auth method, and the cache key it lives under
 -- (nil for a static token)
 local function get_token(conf)
@@ -95,7 +124,7 @@ local function get_token(conf)
     return conf.token
   end
 
-  local key, body, path
+  local key, body, path, client
   if method == "approle" then
     if not conf.approle_role_id then
       return nil, "approle auth needs approle_role_id"
@@ -131,11 +160,27 @@ local function get_token(conf)
     body = { role = conf.kube_role, jwt = jwt }
     path = conf.kube_auth_path
 
+  elseif method == "cert" then
+    key = helpers.hash(base_url(conf), conf.namespace, "cert", conf.cert_auth_path, conf.cert_auth_role_name,
+                       conf.cert_auth_cert, conf.cert_auth_cert_key)
+    local token = TOKENS.get(key)
+    if token then
+      return token, nil, key
+    end
+    local err
+    client, err = client_certificate(conf)
+    if not client then
+      return nil, err
+    end
+    -- no name: Vault tries every trusted certificate of the mount
+    body = { name = conf.cert_auth_role_name }
+    path = conf.cert_auth_path
+
   else
     return nil, fmt("unknown auth_method %q", tostring(method))
   end
 
-  local token, ttl = login(conf, path, body, method)
+  local token, ttl = login(conf, path, body, method, client)
   if not token then
     return nil, ttl
   end
