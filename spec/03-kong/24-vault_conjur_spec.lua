@@ -1,6 +1,7 @@
 -- The `conjur` vault strategy in real Kong (2 workers) against the local
 -- Conjur stand-in of spec/fixtures/standins/standin.py (no real Conjur runs
--- here): authn with the API key (base64 access token), then
+-- here): authn with the API key or a Kubernetes service account JWT
+-- (authn-jwt; base64 access token), then
 -- GET /secrets/<account>/variable/<id>[?version=N], Conjur's error answers.
 -- Variable ids with '/', versions, JSON keys, tokens renewed when refused,
 -- the api_key encrypted at rest and given as an env reference, `kong vault
@@ -18,26 +19,38 @@ local DOWN_PORT = 18269        -- nothing listens there
 
 local ACCOUNT = "acme"
 local LOGIN = "host/kong/gateway"
+local JWT_SERVICE = "kong-k8s"   -- the JWT authenticator's service id
 
 local S = vh.remember_secrets({
   api_key = "3x1q7w8v2k0conjurapikey5s9d",
   v1 = "cj-pw-one-48ad",
   v2 = "cj-pw-two-b1c7",
   nested = "cj-nested-secret-90fe",
+  -- Kubernetes service account tokens: the pod's, the kubelet's next one,
+  -- one the authenticator does not accept
+  jwt_one = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a29uZzprb25nIn0.Y2otb25lLTVh",
+  jwt_two = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a29uZzprb25nIn0.Y2otdHdvLTdi",
+  jwt_bad = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6b3RoZXI6eCJ9.Y2otYmFkLTBj",
 })
 
 
 
 describe("vault conjur (stand-in) [#postgres]", function()
-  local conjur
+  local conjur, dir
 
   local function cli(reference, vars)
     return vh.kong_vault_get(reference, vh.cli_env(vars))
   end
 
   lazy_setup(function()
+    dir = kr.project.tmp .. "/spec-24_conjur"
+    assert(kr.project.run("rm -rf " .. dir .. " && mkdir -p " .. dir))
+    kr.project.write_file(dir .. "/sa-token", S.jwt_one .. "\n")
+    kr.project.write_file(dir .. "/other-token", S.jwt_bad .. "\n")
+    kr.project.write_file(dir .. "/accepted", S.jwt_one .. "\n")
     conjur = vh.start_standin("conjur", CONJUR_PORT, { account = ACCOUNT, conjur_login = LOGIN,
-                                                       conjur_api_key = S.api_key })
+                                                       conjur_api_key = S.api_key, conjur_jwt_service = JWT_SERVICE,
+                                                       jwt_file = dir .. "/accepted" })
     vh.standin_secret(conjur, "db-creds", cjson.encode({ user = "app", password = S.v1 }))
     vh.standin_secret(conjur, "db-creds", cjson.encode({ user = "app", password = S.v2 }))
     vh.standin_secret(conjur, "BotApp/secretVar", S.nested)
@@ -61,6 +74,14 @@ describe("vault conjur (stand-in) [#postgres]", function()
       ["cj-otheraccount"] = { api_key = S.api_key, account = "other" },
       ["cj-down"] = { api_key = S.api_key, endpoint_url = "http://127.0.0.1:" .. DOWN_PORT },
     }, { endpoint_url = conjur, account = ACCOUNT, login = LOGIN })
+    vh.put_vaults("conjur", {
+      -- the host named by a claim of the JWT, or in the URL
+      ["cj-jwt"] = {},
+      ["cj-jwt-host"] = { login = LOGIN },
+      ["cj-jwt-other"] = { jwt_token_file = dir .. "/other-token" },
+      ["cj-jwt-nofile"] = { jwt_token_file = dir .. "/none" },
+    }, { endpoint_url = conjur, account = ACCOUNT, auth_method = "jwt", authn_jwt_service_id = JWT_SERVICE,
+         jwt_token_file = dir .. "/sa-token" })
 
     vh.probe_route("/cj", {
       secret = "{vault://conjur/db-creds/password}",
@@ -101,6 +122,21 @@ describe("vault conjur (stand-in) [#postgres]", function()
       local out = kr.psql("SELECT config->>'api_key' FROM sm_vaults WHERE prefix = 'my-conjur'")
       assert.is_nil(out:find(S.api_key, 1, true))
       assert.matches("$ke$", out, 1, true)
+    end)
+
+    it("authenticates with a Kubernetes service account JWT (authn-jwt), the host in a claim or in the URL",
+       function()
+      assert.equals(S.nested, (vh.vault_get("/cj", "{vault://cj-jwt/BotApp/secretVar/}")))
+      assert.equals(S.nested, (vh.vault_get("/cj", "{vault://cj-jwt-host/BotApp/secretVar/}")))
+      assert.is_true((vh.hits(conjur)["conjur-authn-jwt"] or 0) >= 2)
+    end)
+
+    it("reads the JWT file again at each authn-jwt login, as the kubelet rotates it", function()
+      -- from now on only the next JWT is accepted: a login must read it
+      kr.project.write_file(dir .. "/sa-token", S.jwt_two .. "\n")
+      kr.project.write_file(dir .. "/accepted", S.jwt_two .. "\n")
+      vh.assert_token_kept_and_renewed("/cj", conjur, "conjur-authn-jwt", "{vault://cj-jwt/BotApp/secretVar/?ttl=%d}",
+                                       S.nested)
     end)
 
     it("keeps the access token per worker and authenticates again when it is refused", function()
@@ -156,21 +192,31 @@ describe("vault conjur (stand-in) [#postgres]", function()
       assert.is_true((vh.hits(conjur)["conjur-authn-denied"] or 0) >= 2)
     end)
 
+    it("a JWT the authenticator refuses, a JWT file that cannot be read", function()
+      vh.assert_errors("/cj", {
+        { "{vault://cj-jwt-other/db-creds/password}", "conjur: jwt authentication answered 401" },
+        { "{vault://cj-jwt-nofile/db-creds/password}", "conjur: cannot read jwt_token_file: " .. dir .. "/none" },
+      })
+      assert.is_true((vh.hits(conjur)["conjur-authn-jwt-denied"] or 0) >= 1)
+    end)
+
     it("a server that is down", function()
-      assert.matches("conjur: authentication failed: connection refused",
+      assert.matches("conjur: authentication of host/kong/gateway failed: connection refused",
                      get_err("{vault://cj-down/db-creds/password}"), 1, true)
     end)
 
     it("bad configs through /vaults", function()
       local status, _, json = kr.admin("POST", "/vaults", { prefix = "cj-bad", name = "conjur",
-                                                            config = { auth_method = "jwt", endpoint_url = "conjur" } })
+                                                            config = { auth_method = "oidc", endpoint_url = "conjur",
+                                                                       authn_jwt_service_id = "a/b" } })
       assert.equals(400, status)
-      assert.matches("expected one of: api_key", json.fields.config.auth_method, 1, true)
+      assert.matches("expected one of: api_key, jwt", json.fields.config.auth_method, 1, true)
       assert.is_string(json.fields.config.endpoint_url)
+      assert.is_string(json.fields.config.authn_jwt_service_id)
     end)
 
     it("writes no secret to the error log", function()
-      vh.assert_no_secret_in_log({ S.api_key, S.v1, S.v2, S.nested })
+      vh.assert_no_secret_in_log({ S.api_key, S.v1, S.v2, S.nested, S.jwt_one, S.jwt_two, S.jwt_bad })
     end)
   end)
 end)

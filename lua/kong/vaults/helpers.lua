@@ -140,8 +140,9 @@ end
 
 
 --- One HTTP(S) request. `opts`: method, headers, body, query, timeout,
--- ssl_verify (default true), client_cert and client_key (TLS client auth). Returns the resty.http response (status, body,
--- headers) or nil, err (a connection or TLS failure; no request data).
+-- ssl_verify (default true), client_cert and client_key (TLS client auth).
+-- Returns the resty.http response (status, body, headers) or nil, err (a
+-- connection or TLS failure; no request data).
 -- Never raises: lua-resty-core's sslhandshake can raise an assertion instead
 -- of returning an error when a handshake fails after yielding (a
 -- certificate that does not verify); that becomes nil, err.
@@ -312,9 +313,9 @@ end
 
 
 --- The token kept in `tokens` under `key`, else a token endpoint's answer
--- (OAuth 2: `access_token`, `expires_in` or `expires_on`), then kept: token, nil, key; or
--- nil, err naming `what`. `opts` are request options, or a function giving
--- them (or nil, err) when a request is needed.
+-- (OAuth 2: `access_token`, `expires_in` or `expires_on`), then kept: token,
+-- nil, key; or nil, err naming `what`. `opts` are request options, or a
+-- function giving them (or nil, err) when a request is needed.
 function _M.token_request(tokens, key, what, url, opts)
   local token = tokens.get(key)
   if token then

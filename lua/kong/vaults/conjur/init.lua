@@ -8,11 +8,17 @@
 -- `{vault://conjur/BotApp%2FsecretVar}` (Kong reads the last segment of a
 -- longer path as a JSON key). `#N` reads version N, none the latest.
 --
--- Auth (`api_key`): POST /authn/<account>/<login>/authenticate with the API
--- key as the body gives a short-lived access token (8 minutes), asked for
+-- Auth gives a short-lived access token (8 minutes), asked for
 -- base64-encoded and sent as `Authorization: Token token="<token>"` to
--- GET /secrets/<account>/variable/<id>. Tokens are kept per worker until
--- shortly before they expire; a 401 on a read logs in once more.
+-- GET /secrets/<account>/variable/<id>:
+--   api_key  POST /authn/<account>/<login>/authenticate, the API key as the
+--            body;
+--   jwt      POST /authn-jwt/<service id>/<account>[/<login>]/authenticate
+--            with `jwt=<the JWT of jwt_token_file>` (a Kubernetes service
+--            account token; read at each login, as the kubelet rotates it);
+--            without login, Conjur finds the host from a claim of the JWT.
+-- Tokens are kept per worker until shortly before they expire; a 401 on a
+-- read logs in once more.
 
 local helpers = require "kong.vaults.helpers"
 local schema = require "kong.vaults.conjur.schema"
@@ -20,6 +26,7 @@ local schema = require "kong.vaults.conjur.schema"
 
 local fmt = string.format
 local escape_uri = ngx.escape_uri
+local encode_args = ngx.encode_args
 
 local TOKEN_TTL = 480   -- Conjur's access token lifetime
 
@@ -31,23 +38,53 @@ local function base_url(conf)
 end
 
 
+-- the authn request of the auth method: URL, cache key, what it is called,
+-- and a function giving the Content-Type and body (or nil, err)
+local function authn_request(conf)
+  local base, account = base_url(conf), escape_uri(conf.account)
+  if conf.auth_method == "jwt" then
+    local url = fmt("%s/authn-jwt/%s/%s", base, escape_uri(conf.authn_jwt_service_id), account)
+    if conf.login then
+      url = url .. "/" .. escape_uri(conf.login)
+    end
+    url = url .. "/authenticate"
+    local file = conf.jwt_token_file
+    -- keyed by the file, not the JWT: it is read only to log in
+    return url, helpers.hash("conjur-jwt", url, file), "jwt authentication", function()
+      local jwt, err = helpers.read_file(file)
+      if not jwt then
+        return nil, "cannot read jwt_token_file: " .. tostring(err)
+      end
+      return "application/x-www-form-urlencoded", encode_args({ jwt = (jwt:gsub("%s+$", "")) })
+    end
+  end
+  local url = fmt("%s/authn/%s/%s/authenticate", base, account, escape_uri(conf.login))
+  return url, helpers.hash("conjur", url, conf.api_key), "authentication of " .. conf.login, function()
+    return "text/plain", conf.api_key
+  end
+end
+
+
 local function authenticate(conf)
-  local url = fmt("%s/authn/%s/%s/authenticate", base_url(conf), escape_uri(conf.account), escape_uri(conf.login))
-  local key = helpers.hash("conjur", url, conf.api_key)
+  local url, key, what, body_of = authn_request(conf)
   local token = TOKENS.get(key)
   if token then
     return token, nil, key
   end
+  local content_type, body = body_of()
+  if not content_type then
+    return nil, body
+  end
   local res, err = helpers.send(url, {
     method = "POST",
-    headers = { ["Accept-Encoding"] = "base64", ["Content-Type"] = "text/plain" },
-    body = conf.api_key,
+    headers = { ["Accept-Encoding"] = "base64", ["Content-Type"] = content_type },
+    body = body,
   })
   if not res then
-    return nil, "authentication failed: " .. tostring(err)
+    return nil, what .. " failed: " .. tostring(err)
   end
   if res.status ~= 200 or not res.body or res.body == "" then
-    return nil, helpers.status_error("authentication of " .. conf.login, res.status, res.body)
+    return nil, helpers.status_error(what, res.status, res.body)
   end
   token = res.body:gsub("%s+", "")
   if not token:match("^[%w%+/=]+$") then
@@ -59,17 +96,25 @@ local function authenticate(conf)
 end
 
 
+-- the fields each auth method needs
+local NEEDS = {
+  api_key = { "endpoint_url", "account", "login", "api_key" },
+  jwt = { "endpoint_url", "account", "authn_jwt_service_id", "jwt_token_file" },
+}
+
+
 local function fetch(conf, resource, version)
-  for _, field in ipairs({ "endpoint_url", "account", "login", "api_key" }) do
+  local needs = NEEDS[conf.auth_method]
+  if not needs then
+    return nil, "unknown auth_method " .. tostring(conf.auth_method)
+  end
+  for _, field in ipairs(needs) do
     if not conf[field] or conf[field] == "" then
       return nil, "no " .. field
     end
   end
-  if helpers.still_encrypted(conf.api_key) then
+  if conf.auth_method == "api_key" and helpers.still_encrypted(conf.api_key) then
     return nil, "api_key is encrypted by the keyring and cannot be decrypted here (the CLI: docs/vaults.md)"
-  end
-  if conf.auth_method ~= "api_key" then
-    return nil, "unknown auth_method " .. tostring(conf.auth_method)
   end
   local url = fmt("%s/secrets/%s/variable/%s", base_url(conf), escape_uri(conf.account), escape_uri(resource))
   local res, err = helpers.read_with_token(TOKENS, function() return authenticate(conf) end, function(token)
