@@ -100,7 +100,7 @@ local function client_certificate(conf)
   if helpers.still_encrypted(conf.cert_auth_cert_key) then
     return nil, "cert_auth_cert_key is encrypted by the keyring and cannot be decrypted here (the CLI: docs/vaults.md)"
   end
-  -- the parsers' own errors are dropped: they may quote the PEM
+  -- errors name the field, never its content
   local cert = ssl.parse_pem_cert(conf.cert_auth_cert)
   if not cert then
     return nil, "cert_auth_cert is not a PEM certificate"
