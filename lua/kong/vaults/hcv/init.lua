@@ -113,6 +113,57 @@ local function client_certificate(conf)
 end
 
 
+-- The login of each auth method: the cache key of its token (a hash of the
+-- credentials, so new ones log in again), and a function giving the mount
+-- path, the body and the TLS client certificate of the login, or nil, err;
+-- called only when no token is cached.
+local LOGINS = {}
+
+function LOGINS.approle(conf)
+  if not conf.approle_role_id then
+    return nil, "approle auth needs approle_role_id"
+  end
+  -- a wrapped secret id works once: the token it gave is kept by role
+  local key = helpers.hash(base_url(conf), conf.namespace, "approle", conf.approle_auth_path, conf.approle_role_id,
+                           conf.approle_secret_id, conf.approle_secret_id_file)
+  return key, function()
+    local secret_id, err = approle_secret_id(conf)
+    if not secret_id then
+      return nil, err
+    end
+    return conf.approle_auth_path, { role_id = conf.approle_role_id, secret_id = secret_id }
+  end
+end
+
+function LOGINS.kubernetes(conf)
+  if not conf.kube_role then
+    return nil, "kubernetes auth needs kube_role"
+  end
+  local jwt, err = helpers.read_file(conf.kube_api_token_file)
+  if not jwt then
+    return nil, "cannot read kube_api_token_file: " .. tostring(err)
+  end
+  jwt = jwt:gsub("%s+$", "")
+  local key = helpers.hash(base_url(conf), conf.namespace, "kubernetes", conf.kube_auth_path, conf.kube_role, jwt)
+  return key, function()
+    return conf.kube_auth_path, { role = conf.kube_role, jwt = jwt }
+  end
+end
+
+function LOGINS.cert(conf)
+  local key = helpers.hash(base_url(conf), conf.namespace, "cert", conf.cert_auth_path, conf.cert_auth_role_name,
+                           conf.cert_auth_cert, conf.cert_auth_cert_key)
+  return key, function()
+    local client, err = client_certificate(conf)
+    if not client then
+      return nil, err
+    end
+    -- no name: Vault tries every trusted certificate of the mount
+    return conf.cert_auth_path, { name = conf.cert_auth_role_name }, client
+  end
+end
+
+
 -- a token for the configured auth method, and the cache key it lives under
 -- (nil for a static token)
 local function get_token(conf)
@@ -123,64 +174,24 @@ local function get_token(conf)
     end
     return conf.token
   end
-
-  local key, body, path, client
-  if method == "approle" then
-    if not conf.approle_role_id then
-      return nil, "approle auth needs approle_role_id"
-    end
-    -- a wrapped secret id works once: the token it gave is kept by role
-    key = helpers.hash(base_url(conf), conf.namespace, "approle", conf.approle_auth_path, conf.approle_role_id,
-                       conf.approle_secret_id, conf.approle_secret_id_file)
-    local token = TOKENS.get(key)
-    if token then
-      return token, nil, key
-    end
-    local secret_id, err = approle_secret_id(conf)
-    if not secret_id then
-      return nil, err
-    end
-    body = { role_id = conf.approle_role_id, secret_id = secret_id }
-    path = conf.approle_auth_path
-
-  elseif method == "kubernetes" then
-    if not conf.kube_role then
-      return nil, "kubernetes auth needs kube_role"
-    end
-    local jwt, err = helpers.read_file(conf.kube_api_token_file)
-    if not jwt then
-      return nil, "cannot read kube_api_token_file: " .. tostring(err)
-    end
-    jwt = jwt:gsub("%s+$", "")
-    key = helpers.hash(base_url(conf), conf.namespace, "kubernetes", conf.kube_auth_path, conf.kube_role, jwt)
-    local token = TOKENS.get(key)
-    if token then
-      return token, nil, key
-    end
-    body = { role = conf.kube_role, jwt = jwt }
-    path = conf.kube_auth_path
-
-  elseif method == "cert" then
-    key = helpers.hash(base_url(conf), conf.namespace, "cert", conf.cert_auth_path, conf.cert_auth_role_name,
-                       conf.cert_auth_cert, conf.cert_auth_cert_key)
-    local token = TOKENS.get(key)
-    if token then
-      return token, nil, key
-    end
-    local err
-    client, err = client_certificate(conf)
-    if not client then
-      return nil, err
-    end
-    -- no name: Vault tries every trusted certificate of the mount
-    body = { name = conf.cert_auth_role_name }
-    path = conf.cert_auth_path
-
-  else
+  local login_of = LOGINS[method]
+  if not login_of then
     return nil, fmt("unknown auth_method %q", tostring(method))
   end
-
-  local token, ttl = login(conf, path, body, method, client)
+  local key, prepare = login_of(conf)
+  if not key then
+    return nil, prepare
+  end
+  local token = TOKENS.get(key)
+  if token then
+    return token, nil, key
+  end
+  local path, body, client = prepare()
+  if not path then
+    return nil, body
+  end
+  local ttl
+  token, ttl = login(conf, path, body, method, client)
   if not token then
     return nil, ttl
   end
