@@ -6,8 +6,11 @@
 -- keys, versions, TLS checked against lua_ssl_trusted_certificate, tokens
 -- kept per worker and renewed when refused, `kong vault get`, named vaults
 -- through /vaults, wrong credentials, a server that is down, not found.
--- Last, a node without a key file that finds the metadata server by its
+-- Then a node without a key file that finds the metadata server by its
 -- default name, metadata.google.internal, in the node and in `kong vault get`.
+-- Last, a node outside Google Cloud with workload identity federation: an
+-- external account whose subject token the STS exchanges, then impersonating
+-- the service account.
 
 local helpers = require "spec.helpers"
 local kr = require "keyring_helpers"
@@ -19,6 +22,7 @@ local GCP_PORT = 18220
 local OTHER_KEY_PORT = 18221   -- a token endpoint that knows another key
 local TLS_PORT = 18222
 local UNTRUSTED_PORT = 18223   -- TLS with a certificate of an unknown CA
+local WIF_PORT = 18224         -- STS, IAM and Secret Manager for federation
 local DOWN_PORT = 18229        -- nothing listens there
 
 local PROJECT = "kong-proj"
@@ -28,6 +32,11 @@ local S = vh.remember_secrets({
   first = "gcp-pw-first-3c1d",
   second = "gcp-pw-second-a07e",
   plain = "gcp-plain-secret-5b92",
+  -- OIDC tokens of the workload's identity provider (e.g. a Kubernetes
+  -- service account): the current one, the next, one the pool does not trust
+  subject_one = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a29uZzprb25nIn0.d2lmLW9uZS0z",
+  subject_two = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6a29uZzprb25nIn0.d2lmLXR3by05",
+  subject_bad = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJzeXN0ZW06c2VydmljZWFjY291bnQ6b3RoZXI6eCJ9.d2lmLWJhZC0x",
 })
 
 local fmt = string.format
@@ -265,5 +274,106 @@ describe("vault gcp (stand-in) at metadata.google.internal [#postgres]", functio
     assert.matches("DNS resolution failed", err, 1, true)
     assert.matches("metadata.google.internal", err, 1, true)
     assert.equals(before + 1, vh.hits(at_metadata)["gcp-metadata via metadata.google.internal"])
+  end)
+end)
+
+
+-- A node outside Google Cloud reads Secret Manager with workload identity
+-- federation: GCP_SERVICE_ACCOUNT holds an external account (no key), whose
+-- subject token (a file the platform keeps fresh, or a local URL) Google's
+-- STS exchanges for a federated token, which then buys the service
+-- account's token from IAM.
+describe("vault gcp (stand-in) with workload identity federation [#postgres]", function()
+  local AUDIENCE = "//iam.googleapis.com/projects/123456/locations/global/workloadIdentityPools/kong/providers/k8s"
+  local wif, dir
+
+  local function external_account(source, impersonate)
+    return cjson.encode({
+      type = "external_account",
+      audience = AUDIENCE,
+      subject_token_type = "urn:ietf:params:oauth:token-type:jwt",
+      token_url = wif .. "/v1/token",
+      credential_source = source,
+      service_account_impersonation_url = impersonate
+        and fmt("%s/v1/projects/-/serviceAccounts/%s:generateAccessToken", wif, impersonate),
+    })
+  end
+
+  lazy_setup(function()
+    dir = kr.project.tmp .. "/spec-22_gcp_wif"
+    assert(kr.project.run("rm -rf " .. dir .. " && mkdir -p " .. dir))
+    kr.project.write_file(dir .. "/subject-token", S.subject_one .. "\n")
+    kr.project.write_file(dir .. "/other-token", S.subject_bad .. "\n")
+    kr.project.write_file(dir .. "/trusted", S.subject_one .. "\n")
+    wif = vh.start_standin("gcp", WIF_PORT, { sa_email = EMAIL, project = PROJECT, jwt_file = dir .. "/trusted",
+                                              wif_audience = AUDIENCE })
+    vh.standin_secret(wif, "api-token", S.plain)
+
+    helpers.setenv("GCP_SERVICE_ACCOUNT", external_account({ file = dir .. "/subject-token" }, EMAIL))
+    vh.db()
+    assert(helpers.start_kong(vh.kong_env {
+      vault_gcp_project_id = PROJECT,
+      vault_gcp_api_url = wif,
+    }))
+    helpers.unsetenv("GCP_SERVICE_ACCOUNT")
+    vh.probe_route("/gcp-wif", { secret = "{vault://gcp/api-token}" })
+  end)
+
+  lazy_teardown(function()
+    kr.stop_kong()
+    vh.stop_servers()
+  end)
+
+  it("resolves with the service account's token bought by the federated one, on both workers", function()
+    kr.on_both_workers(function() return kr.proxy("GET", "/gcp-wif") end, function(status, json)
+      assert.equals(200, status)
+      assert.equals(S.plain, json.config.secret)
+    end)
+    local hits = vh.hits(wif)
+    assert.is_true(hits["gcp-sts"] >= 1)
+    assert.is_true(hits["gcp-impersonate"] >= 1)
+    assert.is_nil(hits["gcp-token"])
+    assert.is_nil(hits["gcp-metadata"])
+  end)
+
+  it("reads the subject token file again at each exchange, and exchanges again when tokens are refused", function()
+    -- from now on only the next subject token is trusted
+    kr.project.write_file(dir .. "/subject-token", S.subject_two .. "\n")
+    kr.project.write_file(dir .. "/trusted", S.subject_two .. "\n")
+    local before = vh.hits(wif)["gcp-sts"]
+    vh.assert_token_kept_and_renewed("/gcp-wif", wif, "gcp-impersonate", "{vault://gcp/api-token?ttl=%d}", S.plain)
+    assert.is_true(vh.hits(wif)["gcp-sts"] > before)
+  end)
+
+  it("kong vault get: a subject token from a URL (JSON), the federated token used as it is", function()
+    local before = vh.hits(wif)["gcp-impersonate"]
+    vh.assert_cli_values({ GCP_SERVICE_ACCOUNT = external_account({
+      url = wif .. "/subject-token",
+      headers = { Metadata = "True" },
+      format = { type = "json", subject_token_field_name = "access_token" },
+    }) }, { { "gcp/api-token", S.plain } })
+    assert.equals(before, vh.hits(wif)["gcp-impersonate"])
+  end)
+
+  it("kong vault get: clear errors for an untrusted subject token, a source it cannot use, a refused impersonation",
+     function()
+    for _, case in ipairs({
+      { external_account({ file = dir .. "/other-token" }, EMAIL), "gcp: token exchange answered 400 (invalid_grant)" },
+      { external_account({ environment_id = "aws1", region_url = "http://169.254.169.254/latest/meta-data" }),
+        "gcp: the credential_source has no file or url" },
+      { external_account({ file = dir .. "/subject-token" }, "someone-else@kong-proj.iam.gserviceaccount.com"),
+        "gcp: service account impersonation answered 403 (PERMISSION_DENIED)" },
+      { cjson.encode({ type = "external_account", audience = AUDIENCE }),
+        "gcp: GCP_SERVICE_ACCOUNT (external_account) has no audience, subject_token_type or credential_source" },
+    }) do
+      local ok, out, err = vh.kong_vault_get("gcp/api-token", vh.cli_env({ GCP_SERVICE_ACCOUNT = case[1] }))
+      assert.is_false(ok)
+      assert.equals("", out)
+      assert.matches(case[2], err, 1, true)
+    end
+  end)
+
+  it("writes no subject token to the error log", function()
+    vh.assert_no_secret_in_log({ S.plain, S.subject_one, S.subject_two, S.subject_bad })
   end)
 end)

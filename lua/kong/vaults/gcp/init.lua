@@ -5,13 +5,22 @@
 --
 -- `#N` reads version N, none the `latest`. The value is the payload's bytes.
 --
--- Credentials: the service account key file (JSON) in GCP_SERVICE_ACCOUNT,
--- as Kong Enterprise reads it: a JWT signed with its private key (RS256,
--- lua-resty-openssl) is exchanged for an OAuth access token (RFC 7523
--- jwt-bearer grant) at config.token_url, the key file's token_uri or
--- Google's. Without GCP_SERVICE_ACCOUNT, the metadata server's token of the
--- instance's service account (GKE Workload Identity, GCE). Tokens are kept
--- per worker until shortly before they expire.
+-- Credentials, from the JSON in GCP_SERVICE_ACCOUNT (as Kong Enterprise
+-- reads it), by its `type`:
+--   service_account    a JWT signed with its private key (RS256,
+--                      lua-resty-openssl) is exchanged for an OAuth access
+--                      token (RFC 7523 jwt-bearer grant) at config.token_url,
+--                      the key file's token_uri or Google's;
+--   external_account   workload identity federation (Kong outside Google
+--                      Cloud): the subject token of its credential_source
+--                      (a file, or a URL answering text or JSON) is exchanged
+--                      at its token_url (Google's STS, RFC 8693) for a
+--                      federated token, then, with
+--                      service_account_impersonation_url, for a service
+--                      account's token (IAM generateAccessToken).
+-- Without GCP_SERVICE_ACCOUNT, the metadata server's token of the instance's
+-- service account (GKE Workload Identity, GCE). Tokens are kept per worker
+-- until shortly before they expire.
 --
 -- lua-resty-gcp (which Kong ships) is not used for the token: it fixes the
 -- token and metadata URLs, uses blocking sockets and logs. Its request
@@ -37,6 +46,7 @@ local ENV_METADATA = "GCE_METADATA_HOST"
 helpers.remember_env({ ENV_SA, ENV_METADATA })
 
 local GOOGLE_TOKEN_URL = "https://oauth2.googleapis.com/token"
+local GOOGLE_STS_URL = "https://sts.googleapis.com/v1/token"
 local GOOGLE_API_URL = "https://secretmanager.googleapis.com"
 local SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 local JWT_LIFETIME = 3600   -- the longest Google accepts
@@ -49,21 +59,28 @@ local function strip(url)
 end
 
 
--- the service account of GCP_SERVICE_ACCOUNT: a table, nil (not set) or
--- nil, err (set but unusable; the error names fields, never values)
-local function service_account()
+-- the credentials of GCP_SERVICE_ACCOUNT: a table, nil (not set) or nil,
+-- err (set but unusable; the error names fields, never values)
+local function credentials()
   local raw = helpers.getenv(ENV_SA)
   if not raw or raw == "" then
     return nil
   end
-  local sa = helpers.json({ body = raw })
-  if not sa then
+  local creds = helpers.json({ body = raw })
+  if not creds then
     return nil, ENV_SA .. " is not a JSON object"
   end
-  if type(sa.client_email) ~= "string" or type(sa.private_key) ~= "string" then
+  if creds.type == "external_account" then
+    if type(creds.audience) ~= "string" or type(creds.subject_token_type) ~= "string"
+       or type(creds.credential_source) ~= "table" then
+      return nil, ENV_SA .. " (external_account) has no audience, subject_token_type or credential_source"
+    end
+    return creds
+  end
+  if type(creds.client_email) ~= "string" or type(creds.private_key) ~= "string" then
     return nil, ENV_SA .. " has no client_email or private_key"
   end
-  return sa
+  return creds
 end
 
 
@@ -97,6 +114,122 @@ local function sa_token(conf, sa)
 end
 
 
+-- the subject token of an external account's credential_source: the
+-- content of `file`, or what `url` answers (with `headers`); `format`
+-- {type = "json", subject_token_field_name = ...} picks a field of JSON
+local function subject_token(source)
+  local text, err
+  if type(source.file) == "string" then
+    text, err = helpers.read_file(source.file)
+    if not text then
+      return nil, "cannot read the credential_source file: " .. tostring(err)
+    end
+  elseif type(source.url) == "string" then
+    local res
+    res, err = helpers.send(source.url, { headers = source.headers, timeout = 3000 })
+    if not res then
+      return nil, "credential_source url request failed: " .. tostring(err)
+    end
+    if res.status ~= 200 then
+      return nil, helpers.status_error("credential_source url request", res.status, res.body)
+    end
+    text = res.body or ""
+  else
+    return nil, "the credential_source has no file or url (other sources are not supported)"
+  end
+  local format = type(source.format) == "table" and source.format or {}
+  if format.type == "json" then
+    local name = format.subject_token_field_name
+    if type(name) ~= "string" then
+      return nil, "the credential_source format has no subject_token_field_name"
+    end
+    local field = (helpers.json({ body = text }) or {})[name]
+    if type(field) ~= "string" then
+      return nil, "the credential_source answer has no " .. name
+    end
+    return field
+  end
+  text = text:gsub("%s+$", "")
+  if text == "" then
+    return nil, "the credential_source gave an empty subject token"
+  end
+  return text
+end
+
+
+-- an external account's federated token: its subject token exchanged at
+-- the STS; token, err, cache key
+local function federated_token(creds)
+  local sts_url = type(creds.token_url) == "string" and creds.token_url or GOOGLE_STS_URL
+  local source = creds.credential_source
+  local key = helpers.hash("gcp-external", sts_url, creds.audience, source.file, source.url)
+  return helpers.token_request(TOKENS, key, "token exchange", sts_url, function()
+    local subject, err = subject_token(source)
+    if not subject then
+      return nil, err
+    end
+    return {
+      method = "POST",
+      headers = { ["Content-Type"] = "application/x-www-form-urlencoded" },
+      body = encode_args({
+        grant_type = "urn:ietf:params:oauth:grant-type:token-exchange",
+        audience = creds.audience,
+        scope = SCOPE,
+        requested_token_type = "urn:ietf:params:oauth:token-type:access_token",
+        subject_token = subject,
+        subject_token_type = creds.subject_token_type,
+      }),
+    }
+  end)
+end
+
+
+-- an external account's token: the federated token, or, with
+-- service_account_impersonation_url, the service account's token it buys
+local function external_account_token(creds)
+  local url = creds.service_account_impersonation_url
+  if type(url) ~= "string" then
+    return federated_token(creds)
+  end
+  local federated, err, federated_key = federated_token(creds)
+  if not federated then
+    return nil, err
+  end
+  local key = helpers.hash("gcp-impersonate", url, federated_key)
+  local token = TOKENS.get(key)
+  if token then
+    return token, nil, key
+  end
+  local res
+  for attempt = 1, 2 do
+    res, err = helpers.send(url, {
+      method = "POST",
+      headers = { Authorization = "Bearer " .. federated, ["Content-Type"] = "application/json" },
+      body = helpers.encode({ scope = { SCOPE } }),
+    })
+    if not res then
+      return nil, "service account impersonation failed: " .. tostring(err)
+    end
+    if res.status ~= 401 or attempt == 2 then
+      break
+    end
+    -- the federated token was refused: exchange the subject token again
+    TOKENS.delete(federated_key)
+    federated, err = federated_token(creds)
+    if not federated then
+      return nil, err
+    end
+  end
+  local body = res.status == 200 and helpers.json(res)
+  if not body or type(body.accessToken) ~= "string" then
+    return nil, helpers.status_error("service account impersonation", res.status, res.body)
+  end
+  local expires = helpers.parse_time(body.expireTime)
+  TOKENS.set(key, body.accessToken, expires and expires - time())
+  return body.accessToken, nil, key
+end
+
+
 -- the metadata server's token of the instance's service account
 local function metadata_token(conf)
   local host = conf.metadata_url or helpers.getenv(ENV_METADATA) or "metadata.google.internal"
@@ -110,14 +243,17 @@ end
 
 
 local function get_token(conf)
-  local sa, err = service_account()
-  if sa then
-    return sa_token(conf, sa)
+  local creds, err = credentials()
+  if not creds then
+    if err then
+      return nil, err
+    end
+    return metadata_token(conf)
   end
-  if err then
-    return nil, err
+  if creds.type == "external_account" then
+    return external_account_token(creds)
   end
-  return metadata_token(conf)
+  return sa_token(conf, creds)
 end
 
 

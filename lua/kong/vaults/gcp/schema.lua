@@ -1,8 +1,9 @@
 -- Config of the `gcp` vault (Google Cloud Secret Manager), with the field
 -- name of Kong Enterprise's gcp vault (`project_id`), so existing `vaults`
--- entities and KONG_VAULT_GCP_<FIELD> settings carry over. The service
--- account comes from the GCP_SERVICE_ACCOUNT environment variable (its JSON
--- key file, as Kong Enterprise reads it) or else the metadata server. The
+-- entities and KONG_VAULT_GCP_<FIELD> settings carry over. The credentials
+-- come from the GCP_SERVICE_ACCOUNT environment variable (a service account
+-- key file, as Kong Enterprise reads it, or an external account) or else
+-- the metadata server. The
 -- endpoint fields are kong-keyring's own (private endpoints, tests). Plain
 -- data (no typedefs): kong.vaults.gcp reads its defaults outside Kong too.
 
