@@ -249,14 +249,17 @@ do
 end
 
 
-function _M.read_file(path)
+--- The content of a token or credential file (a service account token, a
+-- secret id), trailing whitespace cut: files are written with a newline.
+-- nil, "cannot read <what>: <reason>" when it cannot be read.
+function _M.read_token_file(path, what)
   local f, err = io.open(path, "rb")
   if not f then
-    return nil, err
+    return nil, "cannot read " .. what .. ": " .. tostring(err)
   end
   local s = f:read("*a")
   f:close()
-  return s
+  return (gsub(s, "%s+$", ""))
 end
 
 

@@ -111,11 +111,10 @@ end
 -- gets the same access, and the file is read only to log in
 local function workload_identity_token(conf, client_id, tenant_id, file)
   local function assertion()
-    local token, err = helpers.read_file(file)
+    local token, err = helpers.read_token_file(file, "the federated token file")
     if not token then
-      return nil, "cannot read the federated token file: " .. tostring(err)
+      return nil, err
     end
-    token = token:gsub("%s+$", "")
     if token == "" then
       return nil, "the federated token file " .. file .. " is empty"
     end

@@ -51,11 +51,11 @@ local function authn_request(conf)
     local file = conf.jwt_token_file
     -- keyed by the file, not the JWT: it is read only to log in
     return url, helpers.hash("conjur-jwt", url, file), "jwt authentication", function()
-      local jwt, err = helpers.read_file(file)
+      local jwt, err = helpers.read_token_file(file, "jwt_token_file")
       if not jwt then
-        return nil, "cannot read jwt_token_file: " .. tostring(err)
+        return nil, err
       end
-      return "application/x-www-form-urlencoded", encode_args({ jwt = (jwt:gsub("%s+$", "")) })
+      return "application/x-www-form-urlencoded", encode_args({ jwt = jwt })
     end
   end
   local url = fmt("%s/authn/%s/%s/authenticate", base, account, escape_uri(conf.login))

@@ -120,9 +120,9 @@ end
 local function subject_token(source)
   local text, err
   if type(source.file) == "string" then
-    text, err = helpers.read_file(source.file)
+    text, err = helpers.read_token_file(source.file, "the credential_source file")
     if not text then
-      return nil, "cannot read the credential_source file: " .. tostring(err)
+      return nil, err
     end
   elseif type(source.url) == "string" then
     local res

@@ -62,11 +62,10 @@ local function approle_secret_id(conf)
   local secret_id = conf.approle_secret_id
   if not secret_id and conf.approle_secret_id_file then
     local err
-    secret_id, err = helpers.read_file(conf.approle_secret_id_file)
+    secret_id, err = helpers.read_token_file(conf.approle_secret_id_file, "approle_secret_id_file")
     if not secret_id then
-      return nil, "cannot read approle_secret_id_file: " .. tostring(err)
+      return nil, err
     end
-    secret_id = secret_id:gsub("%s+$", "")
   end
   if not secret_id or secret_id == "" then
     return nil, "approle auth needs approle_secret_id or approle_secret_id_file"
@@ -139,11 +138,10 @@ function LOGINS.kubernetes(conf)
   if not conf.kube_role then
     return nil, "kubernetes auth needs kube_role"
   end
-  local jwt, err = helpers.read_file(conf.kube_api_token_file)
+  local jwt, err = helpers.read_token_file(conf.kube_api_token_file, "kube_api_token_file")
   if not jwt then
-    return nil, "cannot read kube_api_token_file: " .. tostring(err)
+    return nil, err
   end
-  jwt = jwt:gsub("%s+$", "")
   local key = helpers.hash(base_url(conf), conf.namespace, "kubernetes", conf.kube_auth_path, conf.kube_role, jwt)
   return key, function()
     return conf.kube_auth_path, { role = conf.kube_role, jwt = jwt }
