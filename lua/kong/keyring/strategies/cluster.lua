@@ -44,7 +44,8 @@ end
 
 
 --- Joins the key exchange between nodes (every worker, in init_worker);
--- `opts` as in exchange.new. Worker 0 then runs `startup` and the rounds.
+-- `opts` as in exchange.new. Worker 0 then runs `startup` and the rounds;
+-- the others ask once, at start, for the keys the node lacks.
 function _M:join(opts)
   self.exchange = exchange.new(self, opts)
   self.exchange:subscribe()
@@ -53,7 +54,7 @@ function _M:join(opts)
       return self:startup()
     end)
   end
-  return true
+  return self.exchange:ask_early()
 end
 
 

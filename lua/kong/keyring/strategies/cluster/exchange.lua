@@ -314,13 +314,19 @@ function _M:on_broadcast(data)
   local listed = set_of(listing.ids)
   local got = {}
   for _, k in ipairs(msg.keys) do
+    local held = keyring.check_value(k.id)
     if not listed[k.id] then
       log(ngx.WARN, "ignoring received key '", k.id, "': keyring_meta does not list it")
+    elseif held and held == listing.kcv[k.id] then
+      -- held already: an answer to an earlier register of this node, or of
+      -- another of its workers; adding it again would flush configuration
+      -- for nothing
+      log(ngx.DEBUG, "received key '", k.id, "' is held already")
     else
       local added, aerr = keyring.receive(k.id, WRAPPED .. k.data, listing.kcv[k.id])
       if added then
         got[#got + 1] = k.id
-      elseif not keyring.check_value(k.id) then
+      elseif not held then
         -- a key wrapped for an earlier start of this node is expected; anything else is logged
         log(ngx.WARN, "received key '", k.id, "' not added: ", aerr)
       end
@@ -425,6 +431,25 @@ function _M:track_missing(listing)
   if #missing > 0 then
     self:request(next(held) == nil and "*" or missing)
   end
+end
+
+
+--- Workers other than 0, once at start: ask at once for the listed ids this
+-- node lacks. Kong runs init_worker in each worker on its own (with a large
+-- configuration, seconds apart) and a worker serves traffic as soon as its
+-- own is done, so a restarted node should not wait for worker 0's first
+-- round to get its keys. Answers land in the shared region for every worker.
+function _M:ask_early()
+  return ngx.timer.at(0, function(premature)
+    if premature then
+      return
+    end
+    local listing, err = self.cluster:listing()
+    if not listing then
+      return log(ngx.ERR, "cannot read keyring_meta: ", err)
+    end
+    self:track_missing(listing)
+  end)
 end
 
 
